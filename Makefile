@@ -1,0 +1,42 @@
+# LALIC Workbench. Two commands for a new user: `make figures` and `make test`.
+# Each creates .venv on first use (python3 -m venv .venv; pip install -e ".[dev]").
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: figures test test-slow test-browser lab lint venv clean-venv
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip >/dev/null
+	$(PY) -m pip install -e ".[dev]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## make figures: regenerate every figure in figures/ (headless)
+figures: $(STAMP)
+	MPLBACKEND=Agg $(PY) -m lalic_core.figures
+
+## make test: the default pytest run (< 10 minutes on 2 CPU cores)
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+## make test-slow: the tests marked slow (long accuracy sweeps, full-size models)
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+## make test-browser: JupyterLab driven in headless Chromium (needs chromium + playwright)
+test-browser: $(STAMP)
+	$(PY) -m pytest -q -m browser
+
+## make lab: JupyterLab on notebooks/ with the widgets front-end
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check lalic_core tests benchmarks
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,42 @@
+"""LALIC Workbench core: Bi-RWKV linear-attention learned image compression.
+
+Feng et al., "Linear Attention Modeling for Learned Image Compression" (LALIC), CVPR 2025,
+arXiv 2502.05741.
+
+Public names are imported lazily so that light modules (``lalic_core.data``,
+``lalic_core.metrics``) load without compiling kernels:
+
+    from lalic_core import biwkv, LALIC, load_checkpoint
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "biwkv": "lalic_core.ops.biwkv",
+    "LALIC": "lalic_core.models.lalic",
+    "load_checkpoint": "lalic_core.checkpoint",
+    "bd_rate": "lalic_core.metrics",
+    "psnr": "lalic_core.metrics",
+    "ms_ssim": "lalic_core.metrics",
+}
+_SUBMODULES = {"analysis", "checkpoint", "codec", "complexity", "data", "layers", "metrics",
+               "models", "ops", "rd", "train", "zoo", "entropy_models", "figures"}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"lalic_core.{name}")
+    raise AttributeError(f"module 'lalic_core' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS) | _SUBMODULES)
