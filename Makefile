@@ -29,7 +29,8 @@ test-slow: $(STAMP)
 
 ## make test-browser: JupyterLab driven in headless Chromium (needs chromium + playwright)
 test-browser: $(STAMP)
-	$(PY) -m pytest -q -m browser
+	bash scripts/ci_browser_setup.sh
+	$(PY) -m pytest -q -m browser tests/test_browser.py
 
 ## make lab: JupyterLab on notebooks/ with the widgets front-end
 lab: $(STAMP)

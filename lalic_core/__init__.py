@@ -23,7 +23,7 @@ _EXPORTS = {
     "ms_ssim": "lalic_core.metrics",
 }
 _SUBMODULES = {"analysis", "checkpoint", "codec", "complexity", "data", "layers", "metrics",
-               "models", "ops", "rd", "train", "zoo", "entropy_models", "figures"}
+               "models", "ops", "rd", "train", "training", "zoo", "entropy_models", "figures"}
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

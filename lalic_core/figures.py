@@ -70,6 +70,58 @@ def biwkv_scaling(out_dir: Path) -> list[Path]:
     return _save(plot_scaling(rows), out_dir, "biwkv_scaling", svg=True)
 
 
+#: Our zoo's Kodak results (``scripts/eval_zoo.py``): merged curves ``kodak-<name>.json``.
+RESULTS_DIR = REPO_ROOT / "results"
+
+
+def zoo_results(results_dir: Path = RESULTS_DIR) -> dict:
+    """Our merged zoo curves on Kodak, keyed by zoo name (empty before the zoo is evaluated)."""
+    from lalic_core.rd import load_rd
+
+    if not results_dir.is_dir():
+        return {}
+    import re
+
+    return {p.stem.removeprefix("kodak-"): load_rd(p)
+            for p in sorted(results_dir.glob("kodak-*.json"))
+            if not re.search(r"-q\d+$", p.stem)}  # per-quality reports are merged already
+
+
+@figure("rd_kodak", "Fig. 5 (RD curves on Kodak) with our CPU-trained zoo beside the published points")
+def rd_kodak(out_dir: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    from lalic_core.rd import load_rd, plot_rd, published_rd_dir
+
+    rd = published_rd_dir()
+    published = [("kodak-lalic", "LALIC (paper)"), ("kodak-vtm91-compressai", "VTM-9.1"),
+                 ("kodak-elic2022-paper", "ELIC (paper)"), ("kodak-bpg", "BPG"),
+                 ("kodak-mbt2018-mean-compressai", "mbt2018-mean"), ("kodak-jpeg", "JPEG")]
+    curves = []
+    for stem, label in published:
+        c = load_rd(rd / f"{stem}.json")
+        c.name = label
+        curves.append(c)
+    ours = zoo_results()
+    # fixed colours, so a curve looks the same in both panels
+    styles = {c.name: {"linestyle": "--", "alpha": 0.8, "color": f"C{i}"}
+              for i, c in enumerate(curves)}
+    for i, (name, c) in enumerate(ours.items(), start=len(curves)):
+        c.name = f"{name} (ours, CPU zoo)"
+        styles[c.name] = {"linewidth": 2.5, "color": f"C{i % 10}", "marker": "s" if len(c.bpp) > 1 else "*",
+                          "markersize": 7 if len(c.bpp) > 1 else 13}
+        curves.append(c)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    plot_rd(curves, ax=axes[0], max_bpp=1.6, styles=styles,
+            title="Kodak: published points and our zoo")
+    axes[0].set_ylim(24, 40)
+    plot_rd([c for c in curves if "ours" in c.name or c.name in ("JPEG", "BPG")], ax=axes[1],
+            styles=styles, max_bpp=1.6,
+            title="Zoo close-up (controlled comparison: stars)" if ours else "zoo not evaluated")
+    fig.tight_layout()
+    return _save(fig, out_dir, "rd_kodak", svg=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     import matplotlib
 

@@ -1,0 +1,291 @@
+"""Rate-distortion curves: JSON files, RD plots and BD-rate tables.
+
+The JSON schema is CompressAI's (``results/image/<dataset>/*.json``), also used by
+``../shared/data/rd`` and by ``lalic eval``::
+
+    {"name": "LALIC", "description": "...",
+     "results": {"bpp": [...], "psnr": [...], "ms-ssim": [...], "ms-ssim-db": [...], ...}}
+
+``bpp`` is required; each quality metric is optional but, when present, has one value per
+point. Extra per-point lists (encoding/decoding times) are kept in :attr:`RDCurve.extra`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .metrics import bd_psnr, bd_rate
+
+__all__ = [
+    "METRICS",
+    "PAPER_BD_RATES",
+    "RDCurve",
+    "bd_rate_table",
+    "format_bd_table",
+    "load_rd",
+    "load_rd_dir",
+    "merge_reports",
+    "paper_bd_rates",
+    "published_rd_dir",
+    "plot_rd",
+    "save_rd",
+]
+
+#: Quality metrics understood by :meth:`RDCurve.quality` (name in the JSON -> axis label).
+METRICS = {"psnr": "PSNR (dB)", "ms-ssim": "MS-SSIM", "ms-ssim-db": "MS-SSIM (dB)"}
+
+
+@dataclass
+class RDCurve:
+    """One codec's rate-distortion points (one per quality level)."""
+
+    name: str
+    bpp: list[float]
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+    description: str = ""
+    extra: dict[str, list] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.bpp = [float(v) for v in self.bpp]
+        for key, values in {**self.metrics, **self.extra}.items():
+            if len(values) != len(self.bpp):
+                raise ValueError(
+                    f"RD curve {self.name!r}: results[{key!r}] has {len(values)} values but "
+                    f"results['bpp'] has {len(self.bpp)}"
+                )
+        self.metrics = {k: [float(v) for v in vals] for k, vals in self.metrics.items()}
+
+    def quality(self, metric: str = "psnr") -> np.ndarray:
+        """The quality values for ``metric`` ("psnr", "ms-ssim" or "ms-ssim-db"; the dB form is
+        derived from "ms-ssim" when only that is stored)."""
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+        if metric in self.metrics:
+            return np.asarray(self.metrics[metric])
+        if metric == "ms-ssim-db" and "ms-ssim" in self.metrics:
+            return -10.0 * np.log10(1.0 - np.asarray(self.metrics["ms-ssim"]))
+        raise ValueError(
+            f"RD curve {self.name!r} has no {metric!r} values (has {sorted(self.metrics)})"
+        )
+
+    def has(self, metric: str) -> bool:
+        return metric in self.metrics or (metric == "ms-ssim-db" and "ms-ssim" in self.metrics)
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "results": {"bpp": self.bpp, **self.metrics, **self.extra},
+        }
+
+
+def _curve_from_dict(data: Mapping, source: str) -> RDCurve:
+    if not isinstance(data, Mapping) or not isinstance(data.get("results"), Mapping):
+        raise ValueError(  # noqa: TRY004 (bad file content, not a programming error)
+            f"{source}: expected an object with a 'results' object (CompressAI RD schema)"
+        )
+    results = dict(data["results"])
+    if "bpp" not in results:
+        raise ValueError(f"{source}: 'results' has no 'bpp' list (keys: {sorted(results)})")
+    bpp = results.pop("bpp")
+    metrics = {k: results.pop(k) for k in list(results) if k in METRICS}
+    name = data.get("name") or Path(source).stem
+    return RDCurve(
+        name=str(name),
+        bpp=bpp,
+        metrics=metrics,
+        description=str(data.get("description", "")),
+        extra=results,
+    )
+
+
+def published_rd_dir() -> Path:
+    """The published RD points shipped with the package (``lalic_core/assets/rd``): JPEG, BPG,
+    VTM-9.1, ELIC, mbt2018-mean and LALIC on Kodak, CLIC Pro Valid and Tecnick, as collected in
+    the project's shared data (sources in each file's ``description``)."""
+    return Path(__file__).resolve().parent / "assets" / "rd"
+
+
+def load_rd(path: str | Path) -> RDCurve:
+    """Read one RD JSON file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"RD file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    return _curve_from_dict(data, str(path))
+
+
+def load_rd_dir(folder: str | Path, pattern: str = "*.json") -> dict[str, RDCurve]:
+    """Read every RD JSON file in ``folder``, keyed by file stem (e.g. ``"kodak-lalic"``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"RD folder not found: {folder}")
+    return {p.stem: load_rd(p) for p in sorted(folder.glob(pattern))}
+
+
+def save_rd(curve: RDCurve, path: str | Path) -> Path:
+    """Write ``curve`` in the same schema (creating parent folders)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(curve.to_json(), indent=2) + "\n")
+    return path
+
+
+def merge_reports(reports: Iterable[Mapping], name: str, description: str = "") -> RDCurve:
+    """One RD curve from several single-point reports of ``lalic eval`` (one per quality),
+    sorted by bpp; each point keeps its model spec under ``extra["model"]``."""
+    points = []
+    for report in reports:
+        curve = _curve_from_dict(report, str(report.get("name", "report")))
+        if len(curve.bpp) != 1:
+            raise ValueError(f"merge_reports: {curve.name!r} holds {len(curve.bpp)} points; "
+                             "expected one (a `lalic eval` report)")
+        spec = (report.get("model") or {}).get("spec", curve.name)
+        points.append((curve.bpp[0], {k: v[0] for k, v in curve.metrics.items()},
+                       {k: v[0] for k, v in curve.extra.items()}, spec))
+    if not points:
+        raise ValueError("merge_reports: no reports")
+    points.sort(key=lambda p: p[0])
+    keys = set.intersection(*(set(p[1]) for p in points))
+    extra_keys = set.intersection(*(set(p[2]) for p in points))
+    return RDCurve(
+        name=name, bpp=[p[0] for p in points],
+        metrics={k: [p[1][k] for p in points] for k in sorted(keys)},
+        description=description,
+        extra={**{k: [p[2][k] for p in points] for k in sorted(extra_keys)},
+               "model": [p[3] for p in points]},
+    )
+
+
+def plot_rd(
+    curves: Iterable[RDCurve] | Mapping[str, RDCurve],
+    metric: str = "psnr",
+    ax=None,
+    title: str | None = None,
+    max_bpp: float | None = None,
+    styles: Mapping[str, Mapping] | None = None,
+):
+    """Plot rate-distortion curves (bpp on x, ``metric`` on y); returns the matplotlib Figure.
+
+    ``styles`` maps a curve name to extra ``Axes.plot`` keyword arguments. Curves without the
+    metric are skipped. ``max_bpp`` clips the x range (and drops points beyond it).
+    """
+    import matplotlib.pyplot as plt
+
+    if isinstance(curves, Mapping):
+        curves = curves.values()
+    curves = [c for c in curves if c.has(metric)]
+    if not curves:
+        raise ValueError(f"none of the curves has {metric!r} values")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    else:
+        fig = ax.figure
+    for curve in curves:
+        bpp, quality = np.asarray(curve.bpp), curve.quality(metric)
+        order = np.argsort(bpp)
+        bpp, quality = bpp[order], quality[order]
+        if max_bpp is not None:
+            keep = bpp <= max_bpp
+            bpp, quality = bpp[keep], quality[keep]
+        kwargs = {"marker": "o", "markersize": 4, "linewidth": 1.5, "label": curve.name}
+        kwargs.update((styles or {}).get(curve.name, {}))
+        ax.plot(bpp, quality, **kwargs)
+    ax.set_xlabel("Bit rate (bpp)")
+    ax.set_ylabel(METRICS[metric])
+    if max_bpp is not None:
+        ax.set_xlim(0, max_bpp)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def bd_rate_table(
+    anchor: RDCurve,
+    tests: Iterable[RDCurve] | Mapping[str, RDCurve],
+    metric: str = "psnr",
+    method: str = "pchip",
+) -> list[dict]:
+    """BD-rate (%) and BD-quality of each test curve against ``anchor``.
+
+    Returns one dict per test curve: ``{"name", "bd_rate", "bd_quality", "metric", "anchor"}``;
+    a curve that cannot be compared (too few points, no overlap) gets ``nan`` and the reason in
+    ``"error"``.
+    """
+    if isinstance(tests, Mapping):
+        tests = tests.values()
+    a_bpp, a_q = anchor.bpp, anchor.quality(metric)
+    rows = []
+    for test in tests:
+        row = {"name": test.name, "anchor": anchor.name, "metric": metric}
+        try:
+            t_q = test.quality(metric)
+            row["bd_rate"] = bd_rate(a_bpp, a_q, test.bpp, t_q, method=method)
+            row["bd_quality"] = bd_psnr(a_bpp, a_q, test.bpp, t_q, method=method)
+        except ValueError as err:
+            row.update(bd_rate=math.nan, bd_quality=math.nan, error=str(err))
+        rows.append(row)
+    return rows
+
+
+#: The paper's BD-rates against VTM-9.1 (PSNR) that the published points reproduce:
+#: (dataset, model, anchor file stem, test file stem, paper BD-rate %), file stems as in
+#: ``../shared/data/rd``.
+PAPER_BD_RATES = (
+    ("Kodak", "LALIC", "kodak-vtm91-compressai", "kodak-lalic", -15.26),
+    ("CLIC Pro Valid", "LALIC", "clicproval-vtm91", "clicproval-lalic", -15.41),
+    ("Tecnick", "LALIC", "tecnick-vtm91", "tecnick-lalic", -17.63),
+    ("Kodak", "ELIC", "kodak-vtm91-compressai", "kodak-elic2022-paper", -7.02),
+)
+
+
+def paper_bd_rates(rd_dir: str | Path, method: str = "pchip") -> list[dict]:
+    """Recompute the paper's BD-rate table from the published RD points in ``rd_dir``.
+
+    Returns one dict per row of :data:`PAPER_BD_RATES`: dataset, model, bd_rate (computed),
+    paper (the published value) and difference."""
+    rd_dir = Path(rd_dir)
+    rows = []
+    for dataset, model, anchor_stem, test_stem, paper in PAPER_BD_RATES:
+        anchor, test = (load_rd(rd_dir / f"{stem}.json") for stem in (anchor_stem, test_stem))
+        value = bd_rate(anchor.bpp, anchor.quality(), test.bpp, test.quality(), method=method)
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "bd_rate": value,
+                "paper": paper,
+                "difference": value - paper,
+            }
+        )
+    return rows
+
+
+def format_bd_table(rows: Sequence[Mapping], reference: Mapping[str, float] | None = None) -> str:
+    """A Markdown table of :func:`bd_rate_table` rows; ``reference`` maps names to the paper's
+    BD-rates, shown in an extra column."""
+    header = "| model | BD-rate (%) | BD-quality (dB) |"
+    rule = "| --- | ---: | ---: |"
+    if reference is not None:
+        header += " paper (%) |"
+        rule += " ---: |"
+    lines = [header, rule]
+    for row in rows:
+        line = f"| {row['name']} | {row['bd_rate']:.2f} | {row['bd_quality']:.3f} |"
+        if reference is not None:
+            ref = reference.get(row["name"])
+            line += f" {ref:.2f} |" if ref is not None else " |"
+        lines.append(line)
+    return "\n".join(lines)

@@ -1,0 +1,110 @@
+"""lalic_core.rd: RD JSON files, RD plots, BD-rate tables."""
+
+import json
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pytest
+
+from lalic_core.rd import (
+    RDCurve,
+    bd_rate_table,
+    format_bd_table,
+    load_rd,
+    load_rd_dir,
+    paper_bd_rates,
+    plot_rd,
+    save_rd,
+)
+
+
+def _curve(name="A", scale=1.0, shift=0.0, n=5):
+    bpp = [0.1 * 2**i * scale for i in range(n)]
+    return RDCurve(name, bpp, {"psnr": [28.0 + 2.5 * i + shift for i in range(n)]})
+
+
+def test_round_trip(tmp_path):
+    curve = RDCurve(
+        "X",
+        [0.1, 0.2],
+        {"psnr": [30.0, 32.0], "ms-ssim": [0.9, 0.95]},
+        description="d",
+        extra={"encoding_time": [1.0, 2.0]},
+    )
+    path = save_rd(curve, tmp_path / "sub" / "x.json")
+    back = load_rd(path)
+    assert back == curve
+    assert json.loads(path.read_text())["results"]["encoding_time"] == [1.0, 2.0]
+
+
+def test_quality_derives_msssim_db():
+    curve = RDCurve("X", [0.1, 0.2], {"ms-ssim": [0.9, 0.99]})
+    assert curve.quality("ms-ssim-db").tolist() == pytest.approx([10.0, 20.0])
+    with pytest.raises(ValueError, match="no 'psnr'"):
+        curve.quality("psnr")
+    with pytest.raises(ValueError, match="metric must be"):
+        curve.quality("ssim")
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_rd(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"results": {"psnr": [1, 2]}}))
+    with pytest.raises(ValueError, match="'bpp'"):
+        load_rd(bad)
+    bad.write_text(json.dumps({"results": {"bpp": [1, 2], "psnr": [1]}}))
+    with pytest.raises(ValueError, match="has 1 values"):
+        load_rd(bad)
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_rd(bad)
+
+
+def test_bd_rate_table_synthetic():
+    anchor = _curve("anchor")
+    rows = bd_rate_table(anchor, [_curve("smaller", scale=0.9), _curve("tiny", n=3)])
+    assert rows[0]["name"] == "smaller" and rows[0]["bd_rate"] == pytest.approx(-10.0)
+    assert math.isnan(rows[1]["bd_rate"]) and "at least 4" in rows[1]["error"]
+    table = format_bd_table(rows[:1], reference={"smaller": -10.0})
+    assert "| smaller | -10.00 |" in table and table.count("\n") == 2
+
+
+def test_shared_rd_files_and_paper_table(rd_dir):
+    curves = load_rd_dir(rd_dir)
+    assert {"kodak-lalic", "kodak-vtm91-compressai", "kodak-elic2022-paper"} <= set(curves)
+    rows = bd_rate_table(
+        curves["kodak-vtm91-compressai"], [curves["kodak-lalic"], curves["kodak-elic2022-paper"]]
+    )
+    assert [round(r["bd_rate"], 2) for r in rows] == [-15.26, -7.02]
+    assert rows[0]["bd_quality"] > rows[1]["bd_quality"] > 0  # both beat VTM in BD-PSNR
+    assert curves["kodak-lalic-msssim"].has("ms-ssim-db")
+
+
+def test_plot_rd(rd_dir):
+    curves = load_rd_dir(rd_dir, "kodak-*.json")
+    fig = plot_rd(curves, metric="psnr", title="Kodak", max_bpp=1.0)
+    ax = fig.axes[0]
+    with_psnr = [c for c in curves.values() if c.has("psnr")]
+    assert len(ax.lines) == len(with_psnr)
+    assert ax.get_xlim() == (0.0, 1.0)
+    assert all(max(line.get_xdata()) <= 1.0 for line in ax.lines)
+    plt.close(fig)
+    with pytest.raises(ValueError, match="none of the curves"):
+        plot_rd([RDCurve("x", [0.1], {"psnr": [30.0]})], metric="ms-ssim")
+
+
+def test_paper_bd_rates(rd_dir):
+    rows = paper_bd_rates(rd_dir)
+    assert [(r["dataset"], r["model"]) for r in rows] == [
+        ("Kodak", "LALIC"),
+        ("CLIC Pro Valid", "LALIC"),
+        ("Tecnick", "LALIC"),
+        ("Kodak", "ELIC"),
+    ]
+    for row in rows:
+        assert round(row["bd_rate"], 2) == row["paper"]
+        assert abs(row["difference"]) < 0.005
