@@ -108,3 +108,27 @@ def test_paper_bd_rates(rd_dir):
     for row in rows:
         assert round(row["bd_rate"], 2) == row["paper"]
         assert abs(row["difference"]) < 0.005
+
+
+def test_packaged_published_points_reproduce_the_paper_without_shared_data():
+    from lalic_core.rd import paper_bd_rates, published_rd_dir
+
+    rows = paper_bd_rates(published_rd_dir())
+    assert len(rows) == 4
+    for row in rows:
+        assert abs(row["difference"]) < 0.01, row
+
+
+def test_merge_reports_sorts_points_and_keeps_models():
+    from lalic_core.rd import merge_reports
+
+    def report(q, bpp, psnr):
+        return {"name": f"m:{q}", "model": {"spec": f"m:{q}"},
+                "results": {"bpp": [bpp], "psnr": [psnr], "encoding_time": [0.1]}}
+
+    curve = merge_reports([report(3, 0.5, 30.0), report(1, 0.2, 27.0)], "m")
+    assert curve.bpp == [0.2, 0.5]
+    assert list(curve.quality("psnr")) == [27.0, 30.0]
+    assert curve.extra["model"] == ["m:1", "m:3"]
+    with pytest.raises(ValueError, match="no reports"):
+        merge_reports([], "m")
