@@ -25,7 +25,7 @@ _EXPORTS = {
 _SUBMODULES = {"analysis", "checkpoint", "codec", "complexity", "data", "layers", "metrics",
                "models", "ops", "rd", "train", "training", "zoo", "entropy_models", "figures"}
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = ["LALIC", "__version__", "bd_rate", "biwkv", "load_checkpoint", "ms_ssim", "psnr"]
 
 
 def __getattr__(name: str):

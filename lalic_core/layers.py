@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-
 # numba's threading layer is chosen in lalic_core.ops.biwkv.cpu (before any launch).
 from lalic_core.ops.biwkv import biwkv
 

@@ -32,8 +32,8 @@ __all__ = [
     "load_rd_dir",
     "merge_reports",
     "paper_bd_rates",
-    "published_rd_dir",
     "plot_rd",
+    "published_rd_dir",
     "save_rd",
 ]
 

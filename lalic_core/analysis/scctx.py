@@ -148,10 +148,6 @@ def decode_steps(model, strings: list, shape) -> Iterator[DecodeStep]:
                 bits = _string_bits(strings[2 * k + i])
                 cumulative += bits
 
-                def at_pass(t: Tensor) -> Tensor:
-                    full = torch.zeros_like(group_)
-                    full[i] = t
-                    return cb.embed(full)
 
                 y_partial = _predicted_latent(lc_y, groups, bounds, side_params, y_hat,
                                               decoded)
@@ -159,9 +155,17 @@ def decode_steps(model, strings: list, shape) -> Iterator[DecodeStep]:
                     index=2 * k + i, group=k, phase=("anchor", "non-anchor")[i],
                     channels=slice(bounds[k], bounds[k + 1]), mask=decoded.clone(),
                     step_mask=step_mask, bits=bits, cumulative_bits=cumulative, z_bits=z_bits,
-                    means=at_pass(means), scales=at_pass(scales), y_hat=y_partial,
+                    means=_at_pass(cb, group_, i, means), scales=_at_pass(cb, group_, i, scales),
+                    y_hat=y_partial,
                     x_hat=model.g_s(y_partial).clamp_(0, 1),
                 )
+
+
+def _at_pass(cb, group_: Tensor, i: int, t: Tensor) -> Tensor:
+    """Pass i's (N, g, h, w/2) values placed at their positions of the (N, g, h, w) group."""
+    full = torch.zeros_like(group_)
+    full[i] = t
+    return cb.embed(full)
 
 
 def _predicted_latent(lc_y, groups, bounds, side_params, y_hat, decoded) -> Tensor:
