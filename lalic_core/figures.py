@@ -62,12 +62,82 @@ def _save(fig, out_dir: Path, stem: str, svg: bool = False) -> list[Path]:
 # --------------------------------------------------------------------------- figures
 
 
-@figure("biwkv_scaling", "Sec. 3 claim: BiWKV is linear in tokens (vs. quadratic softmax attention)")
+@figure("biwkv_scaling", "The paper's linear-complexity claim: BiWKV is linear in tokens "
+        "(vs. quadratic softmax attention)")
 def biwkv_scaling(out_dir: Path) -> list[Path]:
     from lalic_core.ops.biwkv.scaling import plot_scaling, scaling_sweep
 
     rows = scaling_sweep()
     return _save(plot_scaling(rows), out_dir, "biwkv_scaling", svg=True)
+
+
+@figure("erf_comparison", "The paper's ERF figure: Bi-RWKV vs TCM/FAT-style windows vs CNN vs "
+        "global attention (random init), and the zoo's trained g_a")
+def erf_comparison(out_dir: Path) -> list[Path]:
+    from lalic_core.explore import ERFLab, plot_erf_comparison
+
+    lab = ERFLab(dim=32, n_images=4, seed=0, quality=3)
+    random_row = lab.comparison(depth=2, size=64)
+    trained_row = lab.comparison(depth=4, size=128, weights="trained g_a")
+    trained = all(not v.note for v in trained_row.values() if v is not None)
+    rows = {"random init\n(2 blocks, 32 ch,\n64x64 noise)": random_row,
+            ("trained g_a (zoo q3)" if trained else "random g_a\n(zoo entries missing)")
+            + "\n(128x128 photo crops)": trained_row}
+    fig = plot_erf_comparison(rows)
+    fig.suptitle("Effective receptive fields (RepLKNet's method): wider = more of the image "
+                 "reaches the centre output")
+    return _save(fig, out_dir, "erf_comparison")
+
+
+@figure("latent_correlation", "The paper's latent-correlation claim: spatial correlation of "
+        "(y - mu) / sigma, LALIC vs TCM-style vs CNN transforms (zoo q3)")
+def latent_correlation(out_dir: Path) -> list[Path]:
+    from lalic_core.explore import (
+        COMPARISON_ZOO,
+        compare_correlations,
+        plot_correlation_comparison,
+        zoo_or_random,
+    )
+
+    models = {}
+    for name in COMPARISON_ZOO:
+        choice = zoo_or_random(name, 3)
+        models[name if choice.trained else f"{name} (random init)"] = choice.model
+    fig = plot_correlation_comparison(compare_correlations(models))
+    fig.suptitle("Correlation of the normalised latent (y - mu) / sigma with its shifts (dy, dx),"
+                 " the two packaged Kodak photographs")
+    return _save(fig, out_dir, "latent_correlation")
+
+
+@figure("scctx_steps", "The paper's RWKV-SCCTX decoding order: the decoder after each "
+        "channel-group / checkerboard pass")
+def scctx_steps(out_dir: Path) -> list[Path]:
+    from lalic_core.explore import demo_images, plot_decode_grid, scctx_decode, zoo_or_random
+
+    choice = zoo_or_random("lalic-tiny", 3)
+    steps, _ = scctx_decode(choice.model, demo_images()[:1])
+    fig = plot_decode_grid(steps)
+    what = "zoo lalic-tiny q3" if choice.trained else "random-init 'tiny' (zoo entry missing)"
+    fig.suptitle(f"{fig.get_suptitle()}\nmodel: {what}; packaged half-size kodim23", fontsize=10)
+    return _save(fig, out_dir, "scctx_steps")
+
+
+@figure("complexity_scaling", "The paper's complexity claim: one block's time and FLOPs vs resolution, "
+        "Bi-RWKV vs window attention vs CNN vs global attention")
+def complexity_scaling(out_dir: Path) -> list[Path]:
+    import torch
+
+    from lalic_core.analysis.complexity_sweep import plot_sweep, sweep
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: timings that do not depend on the machine's load
+    try:
+        rows = sweep(dim=64, resolutions=(16, 32, 64, 96, 128), repeats=3)
+    finally:
+        torch.set_num_threads(threads)
+    fig = plot_sweep(rows, title="One block (64 channels, batch 1, CPU, 1 thread) against the "
+                     "number of tokens")
+    return _save(fig, out_dir, "complexity_scaling", svg=True)
 
 
 #: Our zoo's Kodak results (``scripts/eval_zoo.py``): merged curves ``kodak-<name>.json``.
@@ -87,43 +157,12 @@ def zoo_results(results_dir: Path = RESULTS_DIR) -> dict:
             if not re.search(r"-q\d+$", p.stem)}  # per-quality reports are merged already
 
 
-@figure("rd_kodak", "Fig. 5 (RD curves on Kodak) with our CPU-trained zoo beside the published points")
+@figure("rd_kodak", "The paper's RD curves on Kodak, with our CPU-trained zoo beside the "
+        "published points")
 def rd_kodak(out_dir: Path) -> list[Path]:
-    import matplotlib.pyplot as plt
+    from lalic_core.explore import plot_rd_kodak
 
-    from lalic_core.rd import load_rd, plot_rd, published_rd_dir
-
-    rd = published_rd_dir()
-    published = [("kodak-lalic", "LALIC (paper)"), ("kodak-vtm91-compressai", "VTM-9.1"),
-                 ("kodak-elic2022-paper", "ELIC (paper)"), ("kodak-bpg", "BPG"),
-                 ("kodak-mbt2018-mean-compressai", "mbt2018-mean"), ("kodak-jpeg", "JPEG")]
-    curves = []
-    for stem, label in published:
-        c = load_rd(rd / f"{stem}.json")
-        c.name = label
-        curves.append(c)
-    ours = zoo_results()
-    # fixed colours, so a curve looks the same in both panels
-    styles = {c.name: {"linestyle": "--", "alpha": 0.8, "color": f"C{i}"}
-              for i, c in enumerate(curves)}
-    for i, (name, c) in enumerate(ours.items(), start=len(curves)):
-        c.name = f"{name} (ours, CPU zoo)"
-        styles[c.name] = {"linewidth": 2.5, "color": f"C{i % 10}", "marker": "s" if len(c.bpp) > 1 else "*",
-                          "markersize": 7 if len(c.bpp) > 1 else 13}
-        curves.append(c)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    plot_rd(curves, ax=axes[0], max_bpp=1.6, styles=styles,
-            title="Kodak: published points and our zoo")
-    axes[0].set_ylim(24, 40)
-    plot_rd([c for c in curves if "ours" in c.name or c.name in ("JPEG", "BPG")], ax=axes[1],
-            styles=styles, max_bpp=1.6,
-            title="Zoo close-up (controlled comparison: stars at q3)" if ours else "zoo not evaluated")
-    if ours:
-        top = max(max(c.bpp) for c in ours.values())
-        axes[1].set_xlim(0, min(1.6, top * 1.6))
-        axes[1].set_ylim(23, max(max(c.quality("psnr")) for c in ours.values()) + 3)
-    fig.tight_layout()
-    return _save(fig, out_dir, "rd_kodak", svg=True)
+    return _save(plot_rd_kodak(zoo_results()), out_dir, "rd_kodak", svg=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@
 
 Re-running the same command continues where it stopped: every model trains with
 ``lalic train --resume`` in ``runs/zoo/<name>-q<quality>/`` (git-ignored), and the plan (steps,
-crop, batch, lambdas), measured once, is kept in ``runs/zoo/plan.json`` so a restart never
+crop, batch, lambdas, initial weights), measured once, is kept in ``runs/zoo/plan.json`` so a restart never
 changes it. Ctrl-C stops all running models after their current step with a resumable
 checkpoint. A finished model is exported (best validation checkpoint, float16 when that does
 not change its validation result) as ``lalic_core/zoo/weights/<name>-q<quality>.{pt,json}``.
@@ -61,6 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1, help="models trained at once")
     p.add_argument("--warm-start", action="store_true",
                    help="start each quality from the previous one's final weights")
+    p.add_argument("--init", default=None,
+                   help="start from this checkpoint's weights (every quality, or the first one "
+                        "with --warm-start): e.g. a second round that continues a finished zoo")
     p.add_argument("--train-dir", default=str(SHARED / "train-photos"))
     p.add_argument("--val-dir", default=str(SHARED / "val-photos"))
     p.add_argument("--runs", default=str(ROOT / "runs" / "zoo"))
@@ -124,7 +127,7 @@ def make_plan(args) -> dict:
         "crop": args.crop, "batch_size": args.batch_size, "lr": args.lr, "threads": args.threads,
         "val_every": args.val_every or max(1, steps // 10), "warm_start": args.warm_start,
         "measured_step_s": step_s, "minutes": args.minutes,
-        "train_dir": args.train_dir, "val_dir": args.val_dir,
+        "train_dir": args.train_dir, "val_dir": args.val_dir, "init": args.init,
         "planned": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     if not args.dry_run:
@@ -196,7 +199,7 @@ def main(argv=None) -> int:
             break
         while todo and len(running) < args.jobs and not interrupted:
             q = todo[0]
-            init = None
+            init = Path(plan["init"]) if plan.get("init") else None
             if plan["warm_start"] and q != plan["qualities"][0]:
                 prev = plan["qualities"][plan["qualities"].index(q) - 1]
                 if prev not in done:

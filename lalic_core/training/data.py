@@ -16,6 +16,8 @@ DataLoader workers need no seeding.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -27,12 +29,17 @@ from torch.utils.data import Dataset, Sampler
 from lalic_core.data import IMAGE_SUFFIXES
 
 __all__ = [
+    "TRAIN_DIR_ENV",
     "RandomCrops",
     "StepBatches",
     "find_images",
     "load_validation_images",
     "pad_to_multiple",
+    "training_folder",
 ]
+
+#: Environment variable naming a folder of training photographs (see :func:`training_folder`).
+TRAIN_DIR_ENV = "LALIC_TRAIN_DIR"
 
 #: Images used for training and validation (others in the folder are ignored).
 TRAIN_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -206,3 +213,37 @@ def load_validation_images(folder: str | os.PathLike, crop: int | None = None,
             image = image[..., top:top + crop, left:left + crop].contiguous()
         images.append(image)
     return images
+
+
+def training_folder(folder: str | os.PathLike | None = None, *,
+                    dest: str | os.PathLike | None = None,
+                    hold_out: Sequence[str] = ("kodim23",)) -> Path:
+    """A folder of training images for demos and notebooks.
+
+    ``folder`` when given, else ``$LALIC_TRAIN_DIR`` when set (both must hold PNG/JPEG
+    images), else a stand-in that works in any installation: the packaged demo photographs
+    (:data:`lalic_core.data.DEMO_IMAGES`) except ``hold_out`` (kept for testing the trained
+    model), copied into ``dest`` (default: a new temporary folder).
+
+    The packaged photographs are half-resolution Kodak images, which the project otherwise
+    keeps for evaluation only: a model trained on the stand-in has seen Kodak, so it is a
+    demonstration, not something to report Kodak numbers for. Train on your own photographs
+    (any folder of a few dozen PNG/JPEG images) for real models.
+    """
+    from lalic_core.data import DEMO_IMAGES, demo_image_path
+
+    if folder is None and os.environ.get(TRAIN_DIR_ENV):
+        folder = os.environ[TRAIN_DIR_ENV]
+    if folder is not None:
+        find_images(folder, "training folder")  # raises with the reason when unusable
+        return Path(folder)
+    names = [n for n in DEMO_IMAGES if n not in set(hold_out)]
+    if not names:
+        raise ValueError(f"training_folder: hold_out {tuple(hold_out)} leaves none of the "
+                         f"packaged images {DEMO_IMAGES}")
+    dest = Path(tempfile.mkdtemp(prefix="lalic-train-")) if dest is None else Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        src = demo_image_path(name)
+        shutil.copyfile(src, dest / src.name)
+    return dest

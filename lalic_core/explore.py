@@ -1,0 +1,816 @@
+"""What the exploration notebooks (04-07) and their figures compute: small, seeded, headless.
+
+The notebooks call these functions and plot their results; :mod:`lalic_core.widgets` wraps
+them in interactive views, :mod:`lalic_core.figures` saves them as the workbench's figures.
+
+- Models: :func:`zoo_or_random` returns a trained zoo model when the zoo has it, else a
+  randomly initialised model of the same preset, with a note saying which.
+- Effective receptive fields (:mod:`lalic_core.analysis.erf`): :class:`ERFLab` builds and
+  caches the modules whose ERF is measured -- a stack of random blocks of each kind
+  (:mod:`lalic_core.analysis.baselines`) on noise features, or the first stages of a tiny
+  model's analysis transform g_a (random or trained) on crops of the packaged photographs --
+  and :func:`plot_erf_view` / :func:`plot_erf_comparison` draw them (the paper's ERF figure).
+- Latent correlation (:mod:`lalic_core.analysis.correlation`): :func:`compare_correlations`,
+  :func:`plot_correlation_comparison`.
+- SCCTX decoding steps (:mod:`lalic_core.analysis.scctx`): :func:`scctx_decode`,
+  :func:`plot_decode_grid`.
+- Complexity (:mod:`lalic_core.complexity`): :func:`complexity_rows` measures the ablation
+  presets (and CompressAI's ELIC) at a chosen size and scales to the paper's 768x512.
+- Rate-distortion (:mod:`lalic_core.rd`): :func:`plot_rd_kodak` draws the published Kodak
+  points with our zoo's curves (the ``rd_kodak`` figure); :func:`zoo_bd_rows` gives the zoo's
+  BD-rates against published anchors, or why there is none.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lalic_core.analysis.baselines import BLOCK_KINDS, make_stack
+
+__all__ = [
+    "BLOCK_LABELS",
+    "COMPARISON_ZOO",
+    "DECADES",
+    "KIND_ZOO",
+    "PAPER_SIZE",
+    "PUBLISHED_KODAK",
+    "SCALES",
+    "WEIGHTS",
+    "ZOO_PRESETS",
+    "ERFLab",
+    "ERFView",
+    "ModelChoice",
+    "centred_shares",
+    "common_groups",
+    "compare_correlations",
+    "complexity_rows",
+    "demo_images",
+    "display_map",
+    "format_complexity",
+    "g_a_stages",
+    "image_crops",
+    "plot_correlation_comparison",
+    "plot_correlation_models",
+    "plot_decode_grid",
+    "plot_erf_comparison",
+    "plot_erf_view",
+    "plot_rd_kodak",
+    "scctx_decode",
+    "zoo_bd_rows",
+    "zoo_or_random",
+]
+
+#: Display names of the block kinds of :mod:`lalic_core.analysis.baselines`.
+BLOCK_LABELS = {
+    "birwkv": "Bi-RWKV",
+    "tcm": "TCM-style",
+    "fat": "FAT-style",
+    "cnn": "CNN",
+    "global": "global attention",
+}
+
+#: Zoo entries and the preset each is built from (the fallback when it is missing).
+ZOO_PRESETS = {"lalic-tiny": "tiny", "lalic-tiny-scratch": "tiny", "tcm-tiny": "tiny-tcm",
+               "cnn-tiny": "tiny-cnn"}
+#: The zoo model whose transforms are made of each block kind (FAT-style and global attention
+#: have no trained transform): the controlled comparison, three presets of about 2.5M
+#: parameters trained from scratch with the same data and steps at quality 3.
+KIND_ZOO = {"birwkv": "lalic-tiny-scratch", "tcm": "tcm-tiny", "cnn": "cnn-tiny"}
+#: The same three zoo names in the order the comparisons show them.
+COMPARISON_ZOO = tuple(KIND_ZOO.values())
+
+#: What an ERF is measured on: a stack of ``depth`` randomly initialised blocks (noise
+#: features in), or the first ``depth`` stages of a tiny model's g_a, random or trained
+#: (crops of the packaged photographs in).
+WEIGHTS = ("random blocks", "random g_a", "trained g_a")
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+def _check_int(name: str, value, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (
+            high is not None and value > high):
+        bound = f"in {low}..{high}" if high is not None else f">= {low}"
+        raise ValueError(f"`{name}` must be an int {bound}, got {value!r}")
+    return value
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in BLOCK_KINDS:
+        raise ValueError(f"`kind` must be one of {BLOCK_KINDS}, got {kind!r}")
+    return kind
+
+
+# --------------------------------------------------------------------------------------------
+# Models: the zoo, or random weights with a note
+# --------------------------------------------------------------------------------------------
+@dataclass
+class ModelChoice:
+    """A model for a notebook: ``trained`` says whether it came from the zoo; ``note`` says
+    what it is in one line (print it)."""
+
+    model: nn.Module
+    name: str
+    quality: int
+    preset: str
+    trained: bool
+    note: str
+
+
+def zoo_or_random(name: str, quality: int = 3, *, preset: str | None = None, seed: int = 0,
+                  weights_dir=None) -> ModelChoice:
+    """The zoo model ``name:quality`` (eval mode, coder tables built) when the zoo has it and
+    it loads; else a randomly initialised model of ``preset`` (default: the zoo entry's own
+    preset, :data:`ZOO_PRESETS`), seeded, in eval mode with its coder tables built."""
+    from lalic_core import zoo
+    from lalic_core.models.lalic import LALIC
+
+    preset = preset or ZOO_PRESETS.get(name)
+    if (name, quality) in zoo.available(weights_dir):
+        try:
+            model = zoo.load(name, quality, weights_dir=weights_dir)
+        except (ValueError, OSError, RuntimeError) as err:
+            reason = f"could not be loaded ({err})"
+        else:
+            preset = str(zoo.info(name, quality, weights_dir=weights_dir).get("model", preset))
+            return ModelChoice(model, name, quality, preset, True,
+                               f"{name}:{quality}: trained weights from the zoo")
+    else:
+        reason = "is not in the zoo yet"
+    if preset is None:
+        raise ValueError(f"zoo_or_random: {name}:{quality} {reason} and no preset is known "
+                         f"for {name!r}; pass preset= (one of the LALIC presets)")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = LALIC.from_preset(preset).eval()
+    model.update(force=True)
+    return ModelChoice(model, name, quality, preset, False,
+                       f"{name}:{quality} {reason}: using a randomly initialised {preset!r} "
+                       f"model (seed {seed}) instead; its results say nothing about training")
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+def demo_images() -> torch.Tensor:
+    """The two packaged photographs (half-resolution Kodak 23 and 15), (2, 3, 256, 384): the
+    same pixels on every machine."""
+    from lalic_core.data import DEMO_IMAGES, demo_image_path, load_image
+
+    return torch.cat([load_image(demo_image_path(name)) for name in DEMO_IMAGES])
+
+
+def image_crops(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    """``n`` random ``size`` x ``size`` crops of the packaged photographs, (n, 3, size, size),
+    deterministic for a seed."""
+    _check_int("n", n, 1)
+    images = demo_images()
+    _, _, h, w = images.shape
+    _check_int("size", size, 8, min(h, w))
+    g = _generator(seed)
+    crops = []
+    for i in range(n):
+        top = int(torch.randint(0, h - size + 1, (1,), generator=g))
+        left = int(torch.randint(0, w - size + 1, (1,), generator=g))
+        crops.append(images[i % len(images), :, top:top + size, left:left + size])
+    return torch.stack(crops)
+
+
+# --------------------------------------------------------------------------------------------
+# Effective receptive fields
+# --------------------------------------------------------------------------------------------
+def g_a_stages(g_a: nn.Sequential, stages: int) -> nn.Sequential:
+    """The first ``stages`` stages of an analysis transform built as one flat Sequential of
+    strided convolutions and blocks: stage s ends before the (s+1)-th convolution; the last
+    stage is the whole transform (its output is y)."""
+    if not isinstance(g_a, nn.Sequential):
+        raise TypeError(f"g_a_stages: `g_a` must be an nn.Sequential, got {type(g_a).__name__}")
+    convs = [i for i, m in enumerate(g_a) if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError("g_a_stages: `g_a` (the transform) has no Conv2d stages")
+    _check_int("stages", stages, 1, len(convs))
+    end = convs[stages] if stages < len(convs) else len(g_a)
+    return g_a[:end]
+
+
+@dataclass
+class ERFView:
+    """One ERF measurement and what it was measured on."""
+
+    kind: str
+    depth: int
+    size: int
+    weights: str  # what was asked for
+    source: str  # what was measured, in words
+    note: str  # why the source differs from the request ("" when it does not)
+    result: object  # lalic_core.analysis.erf.ERFResult
+
+    @property
+    def label(self) -> str:
+        return BLOCK_LABELS[self.kind]
+
+    def display(self, scale: str = "log", decades: int | None = None) -> torch.Tensor:
+        """The map for display, in [0, 1]: see :func:`display_map`."""
+        return display_map(self.result.contributions, scale, decades)
+
+
+#: Colour scales of the ERF heat maps; "log" spans :data:`DECADES` decades below the peak.
+SCALES = ("log", "linear")
+DECADES = 5
+
+
+def display_map(contributions: torch.Tensor, scale: str = "log",
+                decades: int | None = None) -> torch.Tensor:
+    """An ERF map for display, in [0, 1]: "linear" is map / max; "log" is log10(map / max)
+    over ``decades`` (default :data:`DECADES`) decades mapped to [0, 1] (0: 10^-decades of
+    the peak or less), which shows
+    how far a small contribution reaches. (RepLKNet's log10(map + 1) scaling, which the area
+    ratios use, depends on the map's absolute size and shows little more than the peak for a
+    random-init block.)"""
+    if scale not in SCALES:
+        raise ValueError(f"`scale` must be one of {SCALES}, got {scale!r}")
+    decades = _check_int("decades", DECADES if decades is None else decades, 1, 12)
+    m = contributions.to(torch.float64).clamp_min(0)
+    peak = m.max()
+    if peak <= 0:
+        return m
+    m = m / peak
+    if scale == "linear":
+        return m
+    return ((torch.log10(m.clamp_min(10.0 ** -decades)) + decades) / decades).clamp(0, 1)
+
+
+def _erf_colorbar(fig, mappable, axes, scale: str, decades: int | None = None, **kwargs):
+    bar = fig.colorbar(mappable, ax=axes, **kwargs)
+    if scale == "log":
+        d = DECADES if decades is None else decades
+        bar.set_ticks([i / d for i in range(d + 1)],
+                      labels=[f"1e-{d - i}" if i < d else "1" for i in range(d + 1)])
+        bar.set_label("contribution / peak (log scale)")
+    else:
+        bar.set_label("contribution / peak")
+    return bar
+
+
+class ERFLab:
+    """Builds, caches and measures the modules whose ERFs the notebook shows.
+
+    ``dim``: channels of the random block stacks; ``n_images``: inputs per measurement (noise
+    features for blocks, photograph crops for g_a); ``quality``: zoo quality of the trained
+    transforms. Everything is seeded by ``seed``; a measurement is cached by (kind, depth,
+    size, weights), so going back to a setting is instant.
+    """
+
+    def __init__(self, dim: int = 32, n_images: int = 2, seed: int = 0, quality: int = 3,
+                 weights_dir=None):
+        self.dim = _check_int("dim", dim, 1)
+        self.n_images = _check_int("n_images", n_images, 1)
+        self.seed, self.quality, self.weights_dir = int(seed), int(quality), weights_dir
+        self._stacks: dict = {}
+        self._transforms: dict = {}
+        self._views: dict = {}
+
+    def _stack(self, kind: str, depth: int) -> nn.Module:
+        key = (kind, depth)
+        if key not in self._stacks:
+            with torch.random.fork_rng():
+                torch.manual_seed(self.seed)  # depth d+1 extends depth d's blocks
+                self._stacks[key] = make_stack(kind, self.dim, depth).eval()
+        return self._stacks[key]
+
+    def _transform(self, kind: str, trained: bool) -> tuple[nn.Sequential, str, str]:
+        """(g_a, description, note) of the tiny model built from ``kind`` blocks."""
+        key = (kind, trained)
+        if key not in self._transforms:
+            name = KIND_ZOO[kind]
+            if trained:
+                choice = zoo_or_random(name, self.quality, seed=self.seed,
+                                       weights_dir=self.weights_dir)
+                what = (f"trained g_a of {name}:{self.quality}" if choice.trained
+                        else f"random g_a of {choice.preset!r}")
+                note = "" if choice.trained else choice.note
+                model = choice.model
+            else:
+                from lalic_core.models.lalic import LALIC
+
+                with torch.random.fork_rng():
+                    torch.manual_seed(self.seed)
+                    model = LALIC.from_preset(ZOO_PRESETS[name]).eval()
+                what, note = f"random g_a of {ZOO_PRESETS[name]!r}", ""
+            self._transforms[key] = (model.g_a.eval(), what, note)
+        return self._transforms[key]
+
+    def setup(self, kind: str, depth: int, weights: str = "random blocks"):
+        """(module, inputs maker, source, note) for one setting, without measuring."""
+        _check_kind(kind)
+        _check_int("depth", depth, 1)
+        if weights not in WEIGHTS:
+            raise ValueError(f"`weights` must be one of {WEIGHTS}, got {weights!r}")
+        if weights != "random blocks" and kind not in KIND_ZOO:
+            note = (f"no {BLOCK_LABELS[kind]} analysis transform exists (only "
+                    f"{', '.join(BLOCK_LABELS[k] for k in KIND_ZOO)}): showing random blocks")
+            weights = "random blocks"
+        else:
+            note = ""
+        if weights == "random blocks":
+            module = self._stack(kind, depth)
+            source = f"{depth} random {BLOCK_LABELS[kind]} block{'s' * (depth > 1)}, {self.dim} ch"
+
+            def inputs(size):
+                return torch.randn(self.n_images, self.dim, size, size,
+                                   generator=_generator(self.seed))
+        else:
+            g_a, what, note = self._transform(kind, weights == "trained g_a")
+            stages = min(depth, sum(isinstance(m, nn.Conv2d) for m in g_a))
+            module = g_a_stages(g_a, stages)
+            source = f"{what}, stages 1-{stages}" if stages > 1 else f"{what}, stage 1"
+
+            def inputs(size):
+                return image_crops(self.n_images, size, self.seed)
+        return module, inputs, source, note
+
+    def erf(self, kind: str, depth: int, size: int = 64, weights: str = "random blocks") -> ERFView:
+        """The ERF of one setting (cached)."""
+        from lalic_core.analysis.erf import compute_erf
+
+        _check_int("size", size, 8, 256)
+        key = (kind, depth, size, weights)
+        if key not in self._views:
+            module, inputs, source, note = self.setup(kind, depth, weights)
+            result = compute_erf(module, inputs(size))
+            self._views[key] = ERFView(kind, depth, size, weights, source, note, result)
+        return self._views[key]
+
+    def comparison(self, kinds: Sequence[str] = BLOCK_KINDS, depth: int = 2, size: int = 64,
+                   weights: str = "random blocks") -> dict[str, ERFView | None]:
+        """ERFs of several kinds at one setting; kinds without a g_a (FAT-style, global) map
+        to None when ``weights`` asks for a g_a."""
+        return {kind: (self.erf(kind, depth, size, weights)
+                       if weights == "random blocks" or kind in KIND_ZOO else None)
+                for kind in kinds}
+
+
+def centred_shares(scaled: torch.Tensor) -> tuple[list[int], list[float]]:
+    """Side lengths 1, 3, 5, ... of centred squares and the share of the map's total each
+    holds (the curve behind RepLKNet's area ratios)."""
+    if not isinstance(scaled, torch.Tensor) or scaled.dim() != 2 or not scaled.numel():
+        raise ValueError(f"`scaled` must be a non-empty 2-D tensor, got "
+                         f"{tuple(scaled.shape) if isinstance(scaled, torch.Tensor) else scaled!r}")
+    data = scaled.to(torch.float64)
+    h, w = data.shape
+    total = float(data.sum())
+    if total <= 0:
+        raise ValueError("`scaled`: the map is all zeros")
+    ch, cw = h // 2, w // 2
+    sides, shares = [], []
+    for i in range(max(ch, h - 1 - ch, cw, w - 1 - cw) + 1):
+        window = data[max(ch - i, 0):ch + i + 1, max(cw - i, 0):cw + i + 1]
+        sides.append(2 * i + 1)
+        shares.append(float(window.sum()) / total)
+    return sides, shares
+
+
+def _ratio_text(view: ERFView) -> str:
+    r = view.result.area_ratios
+    return "  ".join(f"{int(t * 100)}%: {r[t][1]:.3f}" for t in (0.2, 0.5, 0.99) if t in r)
+
+
+def _new_figure(figsize, **kwargs):
+    """A figure outside pyplot's registry: shown only where the caller displays or saves it
+    (no stray inline copies, nothing to close)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize, **kwargs)
+
+
+def plot_erf_view(view: ERFView, scale: str = "log", fig=None):
+    """One ERF: the heat map (RdYlGn, as in the paper; ``scale``: see :func:`display_map`) and
+    the share of RepLKNet's log10(map + 1) map inside centred squares against their side, with
+    the high-contribution area ratios (red: where the share passes 0.2, 0.3, 0.5, 0.99).
+    Returns the Figure."""
+    from lalic_core.analysis.erf import plot_erf
+
+    fig = fig or _new_figure((8.4, 4.2), layout="constrained")
+    ax_map, ax_curve = fig.subplots(1, 2, width_ratios=[1, 1.15])
+    plot_erf(view.display(scale), ax=ax_map, cbar=False,
+             title=f"{view.label}: {view.source}\narea ratios {_ratio_text(view)}")
+    ax_map.xaxis.label.set_fontsize(8)
+    _erf_colorbar(fig, ax_map.collections[0], ax_map, scale, location="top", shrink=0.8)
+    sides, shares = centred_shares(view.result.scaled)
+    ax_curve.plot(sides, shares, color="C2", marker=".", markersize=3)
+    for t, (side, _) in view.result.area_ratios.items():
+        ax_curve.axhline(t, color="0.75", linewidth=0.7, zorder=0)
+        ax_curve.plot([side], [t], "o", color="C3", markersize=4)
+    ax_curve.set_xlabel(f"side of the centred square (input {view.size}x{view.size})")
+    ax_curve.set_ylabel("share of the log10(map + 1) map inside")
+    ax_curve.set_ylim(0, 1.02)
+    ax_curve.set_xlim(0, sides[-1] + 1)
+    ax_curve.grid(True, alpha=0.3)
+    ax_curve.set_title("RepLKNet area ratio: square area / image area where\nthe share passes "
+                       "t = 0.2, 0.3, 0.5, 0.99 (red)", fontsize=9)
+    if view.note:
+        fig.suptitle(view.note, fontsize=8, color="C3")
+    return fig
+
+
+def plot_erf_comparison(rows: Mapping[str, Mapping[str, ERFView | None]], scale: str = "log"):
+    """The paper's ERF comparison: one row of heat maps per entry of ``rows`` (e.g. "random
+    init", "trained"), one column per block kind (``scale``: see :func:`display_map`), and per
+    row a bar chart of RepLKNet's high-contribution area ratios (larger = wider ERF). Returns
+    the Figure."""
+    import numpy as np
+
+    from lalic_core.analysis.erf import plot_erf
+
+    if not rows or not any(rows.values()):
+        raise ValueError("plot_erf_comparison: nothing to plot")
+    kinds = list(dict.fromkeys(k for row in rows.values() for k in row))
+    n_rows, n_cols = len(rows), len(kinds)
+    fig = _new_figure((2.5 * n_cols + 3.6, 3.3 * n_rows + 0.4), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols + 1, squeeze=False,
+                        width_ratios=[1] * n_cols + [1.5])
+    thresholds = (0.2, 0.5, 0.99)
+    for r, (row_name, row) in enumerate(rows.items()):
+        for c, kind in enumerate(kinds):
+            ax, view = axes[r, c], row.get(kind)
+            if view is None:
+                ax.axis("off")
+                ax.text(0.5, 0.5, f"{BLOCK_LABELS[kind]}:\nno trained\ntransform", ha="center",
+                        va="center", fontsize=9, color="0.4", transform=ax.transAxes)
+                continue
+            plot_erf(view.display(scale), ax=ax, cbar=False,
+                     title=f"{view.label}\n" + "\n".join(
+                         f"ratio@{t}: {view.result.area_ratios[t][1]:.3f}" for t in thresholds))
+            ax.xaxis.label.set_fontsize(8)
+            if c == 0:
+                ax.set_ylabel(row_name, fontsize=10)
+        ax = axes[r, -1]
+        present = [(k, row[k]) for k in kinds if row.get(k) is not None]
+        x = np.arange(len(present))
+        width = 0.8 / len(thresholds)
+        for j, t in enumerate(thresholds):
+            ax.bar(x + (j - 1) * width, [v.result.area_ratios[t][1] for _, v in present], width,
+                   label=f"t = {t}", color=f"C{j}")
+        ax.set_xticks(x, [BLOCK_LABELS[k] for k, _ in present], rotation=30, ha="right",
+                      fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("area ratio", fontsize=9)
+        ax.set_title(f"{row_name}: area ratios", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+        ax.grid(True, axis="y", alpha=0.3)
+    mappable = next(a.collections[0] for a in axes[:, :-1].flat if a.collections)
+    _erf_colorbar(fig, mappable, axes[:, :-1].ravel().tolist(), scale, location="bottom",
+                  shrink=0.4, aspect=40)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Latent correlation
+# --------------------------------------------------------------------------------------------
+def compare_correlations(models: Mapping[str, nn.Module], images: torch.Tensor | None = None,
+                         k: int = 2) -> dict:
+    """:func:`~lalic_core.analysis.correlation.model_latent_correlation` of each model on
+    ``images`` (default: the packaged photographs), keyed like ``models``."""
+    from lalic_core.analysis.correlation import model_latent_correlation
+
+    if not models:
+        raise ValueError("compare_correlations: no models (`models` is empty)")
+    images = demo_images() if images is None else images
+    return {name: model_latent_correlation(model, images, k=k) for name, model in models.items()}
+
+
+def _group_panels(result, group: int | None):
+    """(title, map) of the overall map (group None) or one channel group."""
+    if group is None:
+        return "all channels", result.overall
+    start = sum(result.groups[:group])
+    size = result.groups[group]
+    return f"group {group} (ch {start}-{start + size - 1})", result.per_group[group]
+
+
+def common_groups(results: Mapping) -> list[int]:
+    """The channel groups shared by all results ([] when they differ)."""
+    groups = [list(r.groups) for r in results.values()]
+    return groups[0] if groups and all(g == groups[0] for g in groups) else []
+
+
+def plot_correlation_comparison(results: Mapping, groups: Sequence[int | None] | None = None,
+                                vmax: float = 0.3, annotate: bool = True):
+    """Correlation maps of (y - mu) / sigma: one row per model, one column per channel group
+    (``groups``: indices, None = all channels; default all channels then every group the
+    models share), and a bar chart of the mean |off-centre correlation| per group and model
+    (lower = less redundancy left). Returns the Figure."""
+    import numpy as np
+
+    from lalic_core.analysis.correlation import plot_correlation
+
+    if not results:
+        raise ValueError("plot_correlation_comparison: no results")
+    shared = common_groups(results)
+    if groups is None:
+        groups = [None, *range(len(shared))]
+    for g in groups:
+        if g is not None and not 0 <= g < len(shared):
+            raise ValueError(f"group {g} is not a channel group shared by all models "
+                             f"(shared groups: {shared})")
+    n_rows, n_cols = len(results), len(groups)
+    fig = _new_figure((2.9 * n_cols + 4.2, 2.7 * n_rows + 0.5), layout="constrained")
+    grid = fig.add_gridspec(n_rows, n_cols + 1, width_ratios=[1] * n_cols + [1.6])
+    for r, (name, result) in enumerate(results.items()):
+        for c, g in enumerate(groups):
+            ax = fig.add_subplot(grid[r, c])
+            title, m = _group_panels(result, g)
+            plot_correlation(m, ax=ax, title=title if r == 0 else None, vmax=vmax, cbar=False,
+                             annotate=annotate and m.shape[-1] <= 7)
+            ax.tick_params(labelsize=7)
+            if c == 0:
+                ax.set_ylabel(f"{name}\ndy")
+            if r < n_rows - 1:
+                ax.set_xlabel("")
+    ax = fig.add_subplot(grid[:, -1])
+    x = np.arange(len(groups))
+    width = 0.8 / len(results)
+    for j, (name, result) in enumerate(results.items()):
+        values = [result.mean_abs_offcentre(_group_panels(result, g)[1]) for g in groups]
+        ax.bar(x + (j - (len(results) - 1) / 2) * width, values, width, label=name)
+    ax.set_xticks(x, ["all" if g is None else f"g{g}" for g in groups])
+    ax.set_ylabel("mean |off-centre correlation|")
+    ax.set_title("redundancy left (lower is better)", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    mappable = next(a.collections[0] for a in fig.axes if a.collections)
+    fig.colorbar(mappable, ax=fig.axes[:-1], location="bottom", shrink=0.4, aspect=40,
+                 label=f"correlation (colour clipped at ±{vmax}; centre = 1)")
+    return fig
+
+
+def plot_correlation_models(results: Mapping, group: int | None = None, vmax: float = 0.3,
+                            annotate: bool = True):
+    """One channel group (None: all channels) side by side for every model, and a bar chart
+    of their mean |off-centre correlation| (lower = less redundancy left). Returns the
+    Figure."""
+    from lalic_core.analysis.correlation import plot_correlation
+
+    if not results:
+        raise ValueError("plot_correlation_models: no results")
+    shared = common_groups(results)
+    if group is not None and not 0 <= group < len(shared):
+        raise ValueError(f"group {group} is not a channel group shared by all models "
+                         f"(shared groups: {shared})")
+    n = len(results)
+    fig = _new_figure((3.3 * n + 3.4, 3.4), layout="constrained")
+    axes = fig.subplots(1, n + 1, width_ratios=[1] * n + [1.1])
+    means = []
+    for j, (ax, (name, result)) in enumerate(zip(axes, results.items())):
+        title, m = _group_panels(result, group)
+        plot_correlation(m, ax=ax, title=f"{name}\n{title}", vmax=vmax, cbar=j == n - 1,
+                         annotate=annotate and m.shape[-1] <= 7)
+        ax.title.set_fontsize(9)
+        means.append(result.mean_abs_offcentre(m))
+    ax = axes[-1]
+    ax.bar(range(n), means, color=[f"C{j}" for j in range(n)])
+    ax.set_xticks(range(n), list(results), rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("mean |off-centre correlation|", fontsize=8)
+    ax.set_title("redundancy left\n(lower is better)", fontsize=9)
+    ax.grid(True, axis="y", alpha=0.3)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# SCCTX decoding steps
+# --------------------------------------------------------------------------------------------
+def scctx_decode(model: nn.Module, image: torch.Tensor) -> tuple[list, dict]:
+    """Compress ``image`` ((1, 3, H, W) or (3, H, W) in [0, 1], padded centred to multiples of
+    64 here) with ``model`` (after ``update()``) and decode it step by step: returns
+    (:class:`~lalic_core.analysis.scctx.DecodeStep` list, the ``compress()`` output)."""
+    from lalic_core.analysis.scctx import decode_steps
+    from lalic_core.codec import pad_center
+
+    if image.dim() == 3:
+        image = image[None]
+    if image.dim() != 4 or image.shape[:2] != (1, 3):
+        raise ValueError(f"`image` must be (1, 3, H, W) or (3, H, W), got {tuple(image.shape)}")
+    x = pad_center(image.to(torch.float32), getattr(model, "downsampling_factor", 64))
+    with torch.inference_mode():
+        out = model.compress(x)
+    return list(decode_steps(model, out["strings"], out["shape"])), out
+
+
+def plot_decode_grid(steps: Sequence, image: int = 0):
+    """Every SCCTX step in one grid, a column per step: which positions of y are decoded so
+    far (share of the channels; the text gives the share of all of y), the scales the step
+    used (mean over the group's channels, log colours; grey: positions this pass did not
+    code), and the progressive reconstruction. Returns the Figure."""
+    import matplotlib
+    import numpy as np
+    from matplotlib.colors import LogNorm
+
+    if not steps:
+        raise ValueError("plot_decode_grid: no steps")
+    n = len(steps)
+    h, w = steps[0].x_hat.shape[-2:]
+    fig = _new_figure((1.9 * n + 1.2, 1.9 * 3 * h / w + 1.0), layout="constrained")
+    axes = fig.subplots(3, n, squeeze=False)
+    used = torch.cat([s.scales[image][s.step_mask[s.channels]] for s in steps])
+    norm = LogNorm(vmin=max(float(used.min()), 1e-2), vmax=float(used.max()))
+    cmap = matplotlib.colormaps["magma"].with_extremes(bad="0.85")
+    for j, s in enumerate(steps):
+        frac = s.mask.float().mean(0).cpu().numpy()
+        axes[0, j].imshow(frac, vmin=0, vmax=1, cmap="Blues")
+        axes[0, j].text(0.5, 0.5, f"{s.mask.float().mean():.0%} of y", ha="center",
+                        va="center", fontsize=9, transform=axes[0, j].transAxes,
+                        bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0})
+        axes[0, j].set_title(f"{j + 1}: g{s.group} {s.phase}\n+{s.bits / 1e3:.1f} kbit "
+                             f"(total {s.cumulative_bits / 1e3:.1f})", fontsize=8)
+        sm = s.step_mask[s.channels]
+        mean_scale = s.scales[image].sum(0) / sm.sum(0).clamp(min=1)
+        shown = np.where(sm.any(0).cpu().numpy(), mean_scale.cpu().numpy(), np.nan)
+        im = axes[1, j].imshow(shown, cmap=cmap, norm=norm)
+        axes[2, j].imshow(s.x_hat[image].permute(1, 2, 0).cpu().numpy())
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].set_ylabel("decoded\n(share of channels)", fontsize=8)
+    axes[1, 0].set_ylabel("scales used", fontsize=8)
+    axes[2, 0].set_ylabel("reconstruction", fontsize=8)
+    fig.colorbar(im, ax=axes[1, :].tolist(), location="right", shrink=0.9, label="σ (log)")
+    kbit = steps[-1].cumulative_bits / 1e3
+    fig.suptitle(f"SCCTX decoding, {n} steps: z ({steps[0].z_bits / 1e3:.1f} kbit) first, then "
+                 f"anchors and non-anchors of each channel group; {kbit:.1f} kbit in all = "
+                 f"{1e3 * kbit / (h * w):.3f} bpp (padded size {w}x{h})", fontsize=10)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Complexity against the paper
+# --------------------------------------------------------------------------------------------
+PAPER_SIZE = (512, 768)
+
+
+def complexity_rows(presets: Sequence[str] = ("2222-conv", "2466-conv", "2466-convplus",
+                                              "2466-rwkv"),
+                    size: tuple[int, int] = PAPER_SIZE, elic: bool = False) -> list[dict]:
+    """Parameters and MACs of LALIC presets (and CompressAI's ELIC with ``elic=True``),
+    counted at ``size`` = (H, W) and scaled to the paper's 768x512 by the pixel ratio (exact
+    for these fully convolutional models when H, W are multiples of 64, BiWKV being linear
+    in tokens). One dict per model with the paper's numbers beside (:mod:`lalic_core.paper`).
+    """
+    from lalic_core.complexity import count_flops, count_params
+    from lalic_core.models.lalic import LALIC
+    from lalic_core.paper import ABLATION, TABLE1
+
+    h, w = (int(s) for s in size)
+    if h <= 0 or w <= 0 or h % 64 or w % 64:
+        raise ValueError(f"`size` must be (H, W) multiples of 64, got {size!r}")
+    factor = PAPER_SIZE[0] * PAPER_SIZE[1] / (h * w)
+    models: list[tuple[str, dict, Callable[[], nn.Module]]] = []
+    for name in presets:
+        paper = ABLATION.get(name) or ({**TABLE1["LALIC"], "label": "LALIC (paper model)"}
+                                       if name == "paper" else {})
+        models.append((name, paper, lambda name=name: LALIC.from_preset(name)))
+    if elic:
+        def make_elic():
+            from compressai.models import Elic2022Official
+
+            return Elic2022Official()
+        models.append(("ELIC (CompressAI)", {**TABLE1["ELIC"], "label": "ELIC"}, make_elic))
+    rows = []
+    for name, paper, make in models:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = make()
+        params, flops = count_params(model), count_flops(model, (h, w))
+        rows.append({
+            "model": name,
+            "label": paper.get("label", name),
+            "params_m": params.inference / 1e6,
+            "gmacs": flops.gmacs * factor,
+            "gmacs_without_biwkv": flops.gmacs_without_biwkv * factor,
+            "gmacs_thop_style": flops.gmacs_thop_style * factor,
+            "paper_gflops": paper.get("gflops"),
+            "thop_vs_paper_pct": (100 * (flops.gmacs_thop_style * factor / paper["gflops"] - 1)
+                                  if paper.get("gflops") else None),
+            "paper_params_m": paper.get("params_m"),
+            "paper_bd_rate": paper.get("bd_rate", paper.get("bd_kodak")),
+            "counted_at": f"{w}x{h}",
+        })
+        del model
+    return rows
+
+
+def format_complexity(rows: Sequence[Mapping]) -> str:
+    """Markdown table of :func:`complexity_rows`: torch-counted GMACs with and without BiWKV,
+    thop-style GMACs (without BiWKV, transposed convolutions per output pixel) and how far
+    those are from the paper's "GFLOPs"."""
+    from lalic_core.paper import markdown_table
+
+    return markdown_table(list(rows), [
+        ("label", "model"), ("paper_params_m", "paper params (M)"),
+        ("params_m", "params (M)"), ("paper_gflops", "paper GFLOPs"),
+        ("gmacs", "GMACs (torch)"), ("gmacs_without_biwkv", "GMACs w/o BiWKV"),
+        ("gmacs_thop_style", "GMACs (thop-style)"), ("thop_vs_paper_pct", "thop vs paper (%)"),
+        ("paper_bd_rate", "paper BD-rate (%)"), ("counted_at", "counted at")])
+
+
+# --------------------------------------------------------------------------------------------
+# Rate-distortion against the paper
+# --------------------------------------------------------------------------------------------
+#: Published Kodak curves of :func:`lalic_core.rd.published_rd_dir`: (file stem, label).
+PUBLISHED_KODAK = (("kodak-lalic", "LALIC (paper)"), ("kodak-vtm91-compressai", "VTM-9.1"),
+                   ("kodak-elic2022-paper", "ELIC (paper)"), ("kodak-bpg", "BPG"),
+                   ("kodak-mbt2018-mean-compressai", "mbt2018-mean"), ("kodak-jpeg", "JPEG"))
+
+
+def _published_kodak() -> list:
+    from lalic_core.rd import load_rd, published_rd_dir
+
+    curves = []
+    for stem, label in PUBLISHED_KODAK:
+        curve = load_rd(published_rd_dir() / f"{stem}.json")
+        curve.name = label
+        curves.append(curve)
+    return curves
+
+
+def plot_rd_kodak(ours: Mapping | None = None, max_bpp: float = 1.6):
+    """The ``rd_kodak`` figure: PSNR against bpp on Kodak, the published points
+    (:data:`PUBLISHED_KODAK`, dashed) with our curves ``ours`` (name -> RDCurve, e.g.
+    :func:`lalic_core.figures.zoo_results`; single points drawn as stars) on the left, and a
+    close-up of ours beside JPEG and BPG on the right. ``ours`` is not modified. Returns the
+    Figure."""
+    from dataclasses import replace
+
+    from lalic_core.rd import plot_rd
+
+    if not (isinstance(max_bpp, (int, float)) and max_bpp > 0):
+        raise ValueError(f"`max_bpp` must be a positive number, got {max_bpp!r}")
+    curves = _published_kodak()
+    # fixed colours, so a curve looks the same in both panels
+    styles = {c.name: {"linestyle": "--", "alpha": 0.8, "color": f"C{i}"}
+              for i, c in enumerate(curves)}
+    ours = dict(ours or {})
+    for i, (name, curve) in enumerate(ours.items(), start=len(curves)):
+        curve = replace(curve, name=f"{name} (ours, CPU zoo)")
+        single = len(curve.bpp) == 1
+        styles[curve.name] = {"linewidth": 2.5, "color": f"C{i % 10}",
+                              "marker": "*" if single else "s", "markersize": 13 if single else 7}
+        curves.append(curve)
+    fig = _new_figure((13, 5))
+    axes = fig.subplots(1, 2)
+    plot_rd(curves, ax=axes[0], max_bpp=max_bpp, styles=styles,
+            title="Kodak: published points and our zoo")
+    axes[0].set_ylim(24, 40)
+    plot_rd([c for c in curves if "ours" in c.name or c.name in ("JPEG", "BPG")], ax=axes[1],
+            styles=styles, max_bpp=max_bpp,
+            title="Zoo close-up (controlled comparison: stars at q3)" if ours
+            else "zoo not evaluated")
+    if ours:
+        top = max(max(c.bpp) for c in ours.values())
+        axes[1].set_xlim(0, min(max_bpp, top * 1.6))
+        axes[1].set_ylim(23, max(max(c.quality("psnr")) for c in ours.values()) + 3)
+    fig.tight_layout()
+    return fig
+
+
+def zoo_bd_rows(ours: Mapping, anchors: Sequence[str] = ("kodak-jpeg", "kodak-vtm91-compressai"),
+                metric: str = "psnr") -> list[dict]:
+    """BD-rates (%) of our curves ``ours`` (name -> RDCurve) against published Kodak anchors
+    (file stems of :func:`lalic_core.rd.published_rd_dir`), with :func:`lalic_core.metrics
+    .bd_rate`. One dict per curve: "model", "points", "bpp", "psnr" (the points as text),
+    "vs <anchor label>" per anchor (None where it cannot be computed) and "note" (why not:
+    BD-rate needs at least 4 points per curve, and an overlapping quality range)."""
+    from lalic_core.metrics import bd_rate
+    from lalic_core.rd import load_rd, published_rd_dir
+
+    labels = dict(PUBLISHED_KODAK)
+    anchor_curves = []
+    for stem in anchors:
+        path = published_rd_dir() / f"{stem}.json"
+        if not path.is_file():
+            raise ValueError(f"`anchors`: no published curve {stem!r} in {published_rd_dir()}")
+        anchor_curves.append((f"vs {labels.get(stem, stem)}", load_rd(path)))
+    rows = []
+    for name, curve in ours.items():
+        quality = curve.quality(metric)
+        row = {"model": name, "points": len(curve.bpp),
+               "bpp": ", ".join(f"{b:.3f}" for b in curve.bpp),
+               metric: ", ".join(f"{q:.2f}" for q in quality)}
+        notes = []
+        for key, anchor in anchor_curves:
+            row[key] = None
+            if len(curve.bpp) < 4:
+                continue
+            try:
+                row[key] = bd_rate(anchor.bpp, anchor.quality(metric), curve.bpp, quality)
+            except ValueError as err:
+                notes.append(f"{key}: {err}")
+        if len(curve.bpp) < 4:
+            notes.append(f"{len(curve.bpp)} point(s): BD-rate needs at least 4 per curve")
+        row["note"] = "; ".join(notes)
+        rows.append(row)
+    return rows
