@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 #: The paper's numbers (GFLOPs at its resolution, millions of parameters), Table 1 and the
-#: ablation Table 4 of Feng et al. (CVPR 2025).
+#: ablation table of Feng et al. (CVPR 2025).
 PAPER_NUMBERS: dict[str, tuple[float, float]] = {
     "2222-conv": (164.0, 27.6),
     "2466-conv": (239.0, 42.6),

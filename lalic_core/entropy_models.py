@@ -1,5 +1,5 @@
-"""LALIC's entropy model: the RWKV space-channel context model (RWKV-SCCTX, paper Sec. 3.3)
-and the convolutional SCCTX variants of the paper's ablation (Table 4), assembled from
+"""LALIC's entropy model: the RWKV space-channel context model (RWKV-SCCTX)
+and the convolutional SCCTX variants of the paper's ablation table, assembled from
 CompressAI's latent codecs exactly as CompressAI's ``Elic2022Official`` assembles ELIC's:
 
     HyperpriorLatentCodec

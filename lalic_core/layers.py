@@ -1,9 +1,9 @@
 """Building blocks of LALIC (Feng et al., "Linear Attention Modeling for Learned Image
-Compression", CVPR 2025, arXiv 2502.05741, Sec. 3).
+Compression", CVPR 2025, arXiv 2502.05741).
 
 - :class:`OmniShift`: depthwise 5x5 token shift, trained as a weighted sum of identity, 1x1,
   3x3 and 5x5 depthwise branches and collapsed ("re-parameterised") into one 5x5 kernel for
-  inference (paper Sec. 3.2, after Restore-RWKV).
+  inference (after Restore-RWKV).
 - :class:`SpatialMix`: Omni-Shift, key/value/receptance projections, BiWKV bidirectional linear
   attention over all H*W tokens, receptance gate, output projection.
 - :class:`ChannelMix`: Omni-Shift, squared-ReLU feed-forward gated by the receptance.
@@ -90,7 +90,7 @@ def _squared_relu(x: torch.Tensor) -> torch.Tensor:
 
 
 class OmniShift(nn.Module):
-    """Omni-Shift: a depthwise 5x5 convolution with two equivalent forms (paper Sec. 3.2).
+    """Omni-Shift: a depthwise 5x5 convolution with two equivalent forms. (LALIC paper)
 
     Training form: ``alpha[0] * x + alpha[1] * dw1x1(x) + alpha[2] * dw3x3(x) +
     alpha[3] * dw5x5(x)`` (depthwise, no bias, 'same' padding; alpha ~ N(0, 1), shape (4,)).
@@ -226,7 +226,7 @@ class ChannelMix(nn.Module):
 
 
 class BiRWKVBlock(nn.Module):
-    """Bi-RWKV block (paper Fig. 2): pre-norm Spatial Mix and Channel Mix with residual
+    """Bi-RWKV block (LALIC paper): pre-norm Spatial Mix and Channel Mix with residual
     connections scaled per channel by gamma1, gamma2 (initialised to ones)::
 
         x = x + gamma1 * SpatialMix(LN1(x))

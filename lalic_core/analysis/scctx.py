@@ -1,4 +1,4 @@
-"""The RWKV-SCCTX decoding order, step by step (LALIC paper, Sec. 3.3 and Fig. 4).
+"""The RWKV-SCCTX decoding order, step by step (LALIC paper).
 
 The entropy model splits y (M channels) into channel groups (paper: 16, 16, 32, 64, 192) and
 decodes each group in two checkerboard passes: the anchors, from the hyperprior and the

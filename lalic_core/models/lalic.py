@@ -3,7 +3,7 @@ Compression", CVPR 2025 (arXiv 2502.05741).
 
 Like the official implementation, :class:`LALIC` derives from CompressAI's
 ``Elic2022Official`` (ELIC, He et al. CVPR 2022) and replaces its transforms and latent
-codec: Bi-RWKV transforms g_a, g_s, h_a, h_s (paper Fig. 2) and the RWKV-SCCTX entropy model
+codec: Bi-RWKV transforms g_a, g_s, h_a, h_s and the RWKV-SCCTX entropy model
 (:mod:`lalic_core.entropy_models`). Forward, ``compress`` and ``decompress`` are CompressAI's
 (``SimpleVAECompressionModel``), so the strings, their order and the state-dict keys are
 those of the official model.
@@ -149,7 +149,7 @@ class LALICConfig:
 #: Named configurations. "paper" is the official default model (= the ablation's RWKV row).
 PRESETS: dict[str, LALICConfig] = {
     "paper": LALICConfig(),
-    # the paper's ablation (Table 4): depths L1..L4 and the kind of SCCTX
+    # the paper's ablation table: depths L1..L4 and the kind of SCCTX
     "2222-conv": LALICConfig(depths=(2, 2, 2, 2), scctx="conv"),
     "2466-conv": LALICConfig(scctx="conv"),
     "2466-convplus": LALICConfig(scctx="convplus"),
