@@ -212,8 +212,9 @@ def plot_decode_step(steps: list[DecodeStep], index: int, *, image: int = 0, fig
     ax.set_title(f"step {index + 1}/{len(steps)}", fontsize=9)
 
     ax = axes[1]
-    ax.imshow(s.mask[s.channels].float().mean(0).cpu(), vmin=0, vmax=1, cmap="gray")
-    ax.set_title(f"group {s.group}: decoded positions", fontsize=9)
+    # Dark = decoded, as in the progress panel (after the non-anchor pass: all dark).
+    ax.imshow(s.mask[s.channels].float().mean(0).cpu(), vmin=-0.15, vmax=1, cmap="Blues")
+    ax.set_title(f"group {s.group}: decoded positions (dark)", fontsize=9)
 
     ax = axes[2]
     sm = s.step_mask[s.channels]
