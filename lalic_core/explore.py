@@ -361,18 +361,13 @@ def centred_shares(scaled: torch.Tensor) -> tuple[list[int], list[float]]:
     if not isinstance(scaled, torch.Tensor) or scaled.dim() != 2 or not scaled.numel():
         raise ValueError(f"`scaled` must be a non-empty 2-D tensor, got "
                          f"{tuple(scaled.shape) if isinstance(scaled, torch.Tensor) else scaled!r}")
-    data = scaled.to(torch.float64)
-    h, w = data.shape
-    total = float(data.sum())
-    if total <= 0:
-        raise ValueError("`scaled`: the map is all zeros")
-    ch, cw = h // 2, w // 2
-    sides, shares = [], []
-    for i in range(max(ch, h - 1 - ch, cw, w - 1 - cw) + 1):
-        window = data[max(ch - i, 0):ch + i + 1, max(cw - i, 0):cw + i + 1]
-        sides.append(2 * i + 1)
-        shares.append(float(window.sum()) / total)
-    return sides, shares
+    from lalic_core.analysis.erf import centred_square_shares
+
+    try:
+        _, shares = centred_square_shares(scaled)
+    except ValueError as err:
+        raise ValueError(f"`scaled`: {err}") from None
+    return [2 * i + 1 for i in range(len(shares))], shares
 
 
 def _ratio_text(view: ERFView) -> str:

@@ -31,6 +31,7 @@ __all__ = [
     "AREA_THRESHOLDS",
     "ERFResult",
     "area_ratios",
+    "centred_square_shares",
     "compute_erf",
     "erf_contributions",
     "plot_erf",
@@ -128,6 +129,24 @@ def scale_erf(contributions: torch.Tensor, log: bool = True) -> torch.Tensor:
     return scaled / peak if peak > 0 else scaled
 
 
+def centred_square_shares(scaled: torch.Tensor) -> tuple[list[tuple[int, int]], list[float]]:
+    """The share of an (H, W) map's total held by the centred square of half-side i, for
+    i = 0, 1, ... until the square (clipped at the border) covers the map: ``(shapes, shares)``,
+    the clipped squares' (h, w) and their shares (the curve behind the area ratios)."""
+    data = scaled.to(torch.float64)
+    h, w = data.shape
+    total = data.sum().item()
+    if total <= 0:
+        raise ValueError("the map is all zeros: the output does not depend on the input")
+    ch, cw = h // 2, w // 2
+    shapes, shares = [], []
+    for i in range(max(ch, h - 1 - ch, cw, w - 1 - cw) + 1):
+        window = data[max(ch - i, 0) : ch + i + 1, max(cw - i, 0) : cw + i + 1]
+        shares.append(window.sum().item() / total)
+        shapes.append(tuple(window.shape))
+    return shapes, shares
+
+
 def area_ratios(
     scaled: torch.Tensor, thresholds: Sequence[float] = AREA_THRESHOLDS
 ) -> dict[float, tuple[int, float]]:
@@ -144,18 +163,8 @@ def area_ratios(
     for t in thresholds:
         if not 0.0 < t < 1.0:
             raise ValueError(f"thresholds must lie in (0, 1), got {t}")
-    data = scaled.to(torch.float64)
-    h, w = data.shape
-    total = data.sum().item()
-    if total <= 0:
-        raise ValueError("the map is all zeros: the output does not depend on the input")
-    ch, cw = h // 2, w // 2
-    # share of the total held by the centred square of half-side i, for every i until it covers all
-    shares, sides = [], []
-    for i in range(max(ch, h - 1 - ch, cw, w - 1 - cw) + 1):
-        window = data[max(ch - i, 0) : ch + i + 1, max(cw - i, 0) : cw + i + 1]
-        shares.append(window.sum().item() / total)
-        sides.append(window.shape)
+    h, w = scaled.shape
+    sides, shares = centred_square_shares(scaled)
     result = {}
     for t in thresholds:
         i = next(i for i, share in enumerate(shares) if share > t or i == len(shares) - 1)
