@@ -102,8 +102,9 @@ def _cmd_decompress(args) -> int:
         raise ValueError(f"output {args.output} would overwrite the input file")
     codec.check_image_path(args.output)
     header = codec.read_header(args.input)
+    model = codec.model_for_file(header, args.model, args.device)  # not timed, as in compress
     start = time.perf_counter()
-    x_hat = codec.decode_image(header, args.model, device=args.device)
+    x_hat = codec.decode_image(header, model, device=args.device)
     seconds = time.perf_counter() - start
     codec.save_image(args.output, x_hat)
     _say(f"{args.input} -> {args.output} ({header.width}x{header.height}); "

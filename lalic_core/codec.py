@@ -106,6 +106,7 @@ __all__ = [
     "encode_image",
     "file_sha256",
     "model_fingerprint",
+    "model_for_file",
     "pad_center",
     "padded_size",
     "rans64_decode",
@@ -357,9 +358,11 @@ def resolve_model(spec: str | os.PathLike, *, device: str | torch.device = "cpu"
     )
 
 
-def _model_for_file(header: LalicFile, model: CodecModel | nn.Module | str | None,
+def model_for_file(header: LalicFile, model: CodecModel | nn.Module | str | None,
                     device: str | torch.device) -> CodecModel:
-    """The model that decodes ``header``: the given one, or the one its identity names."""
+    """The model that decodes ``header``: the given one (a model, a spec for
+    :func:`resolve_model`), or, for None, the preset or zoo entry its identity names; raises
+    :class:`ModelMismatchError` when its weights fingerprint is not the file's."""
     ident = header.identity
     if model is None:
         if ident.kind == "checkpoint":
@@ -1150,7 +1153,7 @@ def decode_image(data: bytes | LalicFile, model: CodecModel | nn.Module | str | 
     """
     header = data if isinstance(data, LalicFile) else LalicFile.from_bytes(data)
     header.check_decodable()
-    codec_model = _model_for_file(header, model, device)
+    codec_model = model_for_file(header, model, device)
     header.check_decodable(codec_model)
     hp, wp = header.padded_size
     try:
