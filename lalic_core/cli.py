@@ -175,7 +175,10 @@ def _cmd_info(args) -> int:
         ("padded to", (f"{info['padded_width']}x{info['padded_height']} (multiple of "
                        f"{header.pad_multiple}; top {pad['top']}, bottom {pad['bottom']}, "
                        f"left {pad['left']}, right {pad['right']})")),
-        ("latent shape", json.dumps(info["latent_shape"])),
+        ("latent shape", json.dumps(info["latent_shape"])
+         + ("  (h, w of the hyper-latent z, as CompressAI's compress returns it)"
+            if isinstance(info["latent_shape"], list) and len(info["latent_shape"]) == 2
+            else "")),
         ("container", f"{_fmt_bytes(header.header_bytes)} (header, lengths, checksum)"),
         ("strings", (f"{_fmt_bytes(header.payload_bytes)} "
                      f"({8 * header.payload_bytes / header.num_pixels:.4f} bpp)")),
