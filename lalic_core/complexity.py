@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from lalic_core import paper as _paper
+
 __all__ = [
     "PAPER_NUMBERS",
     "FlopCount",
@@ -42,14 +44,11 @@ __all__ = [
     "time_modules",
 ]
 
-#: The paper's numbers (GFLOPs at its resolution, millions of parameters), Table 1 and the
-#: ablation table of Feng et al. (CVPR 2025).
+#: The paper's numbers per preset (GFLOPs at its resolution, millions of parameters), from
+#: :mod:`lalic_core.paper`: its ablation table, and Table 1's LALIC row for "paper".
 PAPER_NUMBERS: dict[str, tuple[float, float]] = {
-    "2222-conv": (164.0, 27.6),
-    "2466-conv": (239.0, 42.6),
-    "2466-convplus": (304.0, 62.1),
-    "2466-rwkv": (286.0, 63.2),
-    "paper": (286.0, 63.2),
+    **{preset: (row["gflops"], row["params_m"]) for preset, row in _paper.ABLATION.items()},
+    "paper": (_paper.TABLE1["LALIC"]["gflops"], _paper.TABLE1["LALIC"]["params_m"]),
 }
 
 _PARTS = (

@@ -779,8 +779,9 @@ def zoo_bd_rows(ours: Mapping, anchors: Sequence[str] = ("kodak-jpeg", "kodak-vt
     .bd_rate`. One dict per curve: "model", "points", "bpp", "psnr" (the points as text),
     "vs <anchor label>" per anchor (None where it cannot be computed) and "note" (why not:
     BD-rate needs at least 4 points per curve, and an overlapping quality range)."""
-    from lalic_core.metrics import bd_rate
-    from lalic_core.rd import load_rd, published_rd_dir
+    from dataclasses import replace
+
+    from lalic_core.rd import bd_rate_table, load_rd, published_rd_dir
 
     labels = dict(PUBLISHED_KODAK)
     anchor_curves = []
@@ -789,21 +790,21 @@ def zoo_bd_rows(ours: Mapping, anchors: Sequence[str] = ("kodak-jpeg", "kodak-vt
         if not path.is_file():
             raise ValueError(f"`anchors`: no published curve {stem!r} in {published_rd_dir()}")
         anchor_curves.append((f"vs {labels.get(stem, stem)}", load_rd(path)))
+    comparable = [replace(curve, name=name) for name, curve in ours.items()
+                  if len(curve.bpp) >= 4]  # copies: the caller's names stay
+    results = {key: {r["name"]: r for r in bd_rate_table(anchor, comparable, metric)}
+               for key, anchor in anchor_curves}
     rows = []
     for name, curve in ours.items():
-        quality = curve.quality(metric)
         row = {"model": name, "points": len(curve.bpp),
                "bpp": ", ".join(f"{b:.3f}" for b in curve.bpp),
-               metric: ", ".join(f"{q:.2f}" for q in quality)}
+               metric: ", ".join(f"{q:.2f}" for q in curve.quality(metric))}
         notes = []
-        for key, anchor in anchor_curves:
-            row[key] = None
-            if len(curve.bpp) < 4:
-                continue
-            try:
-                row[key] = bd_rate(anchor.bpp, anchor.quality(metric), curve.bpp, quality)
-            except ValueError as err:
-                notes.append(f"{key}: {err}")
+        for key, _ in anchor_curves:
+            result = results[key].get(name)
+            row[key] = None if result is None or "error" in result else result["bd_rate"]
+            if result is not None and "error" in result:
+                notes.append(f"{key}: {result['error']}")
         if len(curve.bpp) < 4:
             notes.append(f"{len(curve.bpp)} point(s): BD-rate needs at least 4 per curve")
         row["note"] = "; ".join(notes)

@@ -5,9 +5,9 @@ Source: Feng et al., "Linear Attention Modeling for Learned Image Compression", 
 tables (transform depths and SCCTX kind; attention operator). Values as transcribed in the
 project's reference notes; the BD-rates are against VTM-9.1 on PSNR.
 
-The same numbers also live where they are used: :data:`lalic_core.complexity.PAPER_NUMBERS`
-(ablation GFLOPs / params per preset) and :data:`lalic_core.rd.PAPER_BD_RATES` (the BD-rates
-that the packaged RD points reproduce); ``tests/test_explore.py`` checks they agree.
+The one copy of these numbers: :data:`lalic_core.complexity.PAPER_NUMBERS` (GFLOPs / params
+per preset) and :data:`lalic_core.rd.PAPER_BD_RATES` (the BD-rates that the packaged RD points
+reproduce) are built from it.
 """
 from __future__ import annotations
 
@@ -30,6 +30,9 @@ TABLE1: dict[str, dict] = {
     "LALIC": {"decode_time_s": 0.150, "gflops": 286.0, "params_m": 63.2,
               "bd_kodak": -15.26, "bd_clic": -15.41, "bd_tecnick": -17.63},
 }
+
+#: Table 1's BD-rate key for each dataset name.
+TABLE1_KEYS = {"Kodak": "bd_kodak", "CLIC Pro Valid": "bd_clic", "Tecnick": "bd_tecnick"}
 
 #: Ablation of transform depths and SCCTX kind (Kodak BD-rate relative to the first row),
 #: keyed by our preset name (:data:`lalic_core.models.lalic.PRESETS`).

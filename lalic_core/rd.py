@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import paper as _paper
 from .metrics import bd_psnr, bd_rate
 
 __all__ = [
@@ -242,12 +243,15 @@ def bd_rate_table(
 
 #: The paper's BD-rates against VTM-9.1 (PSNR) that the published points reproduce:
 #: (dataset, model, anchor file stem, test file stem, paper BD-rate %), file stems as in
-#: ``../shared/data/rd``.
-PAPER_BD_RATES = (
-    ("Kodak", "LALIC", "kodak-vtm91-compressai", "kodak-lalic", -15.26),
-    ("CLIC Pro Valid", "LALIC", "clicproval-vtm91", "clicproval-lalic", -15.41),
-    ("Tecnick", "LALIC", "tecnick-vtm91", "tecnick-lalic", -17.63),
-    ("Kodak", "ELIC", "kodak-vtm91-compressai", "kodak-elic2022-paper", -7.02),
+#: ``../shared/data/rd``; the values are Table 1's (:mod:`lalic_core.paper`).
+PAPER_BD_RATES = tuple(
+    (dataset, model, anchor, test, _paper.TABLE1[model][_paper.TABLE1_KEYS[dataset]])
+    for dataset, model, anchor, test in (
+        ("Kodak", "LALIC", "kodak-vtm91-compressai", "kodak-lalic"),
+        ("CLIC Pro Valid", "LALIC", "clicproval-vtm91", "clicproval-lalic"),
+        ("Tecnick", "LALIC", "tecnick-vtm91", "tecnick-lalic"),
+        ("Kodak", "ELIC", "kodak-vtm91-compressai", "kodak-elic2022-paper"),
+    )
 )
 
 
