@@ -57,7 +57,7 @@ __all__ = ["LALIC", "PRESETS", "TRANSFORM_BLOCKS", "LALICConfig", "infer_config"
 
 #: Blocks the transforms can be built from: LALIC's Bi-RWKV, and for controlled comparisons
 #: the TCM-style and ELIC-style blocks of :mod:`lalic_core.analysis.baselines`.
-TRANSFORM_BLOCKS = ("birwkv", "tcm", "cnn")
+TRANSFORM_BLOCKS = ("birwkv", "tcm", "fat", "global", "cnn")
 
 
 @dataclass(frozen=True)
@@ -169,6 +169,14 @@ PRESETS: dict[str, LALICConfig] = {
     "tiny-cnn": LALICConfig(N=32, M=96, dims=(24, 32, 64, 96, 64, 48), depths=(3, 3, 3, 3),
                             groups=(8, 8, 16, 64), ctx_dim=64, ctx_depth=1, ctx_hidden_rate=4,
                             block="cnn"),
+    # FAT-style (frequency-aware window attention) and global softmax attention: the other two
+    # rows of the paper's ERF comparison, same skeleton and entropy model as "tiny".
+    "tiny-fat": LALICConfig(N=32, M=96, dims=(24, 32, 64, 96, 64, 48), depths=(2, 2, 2, 2),
+                            groups=(8, 8, 16, 64), ctx_dim=64, ctx_depth=1, ctx_hidden_rate=4,
+                            block="fat"),
+    "tiny-global": LALICConfig(N=32, M=96, dims=(24, 32, 64, 96, 64, 48), depths=(2, 2, 2, 2),
+                               groups=(8, 8, 16, 64), ctx_dim=64, ctx_depth=1,
+                               ctx_hidden_rate=4, block="global"),
 }
 
 
