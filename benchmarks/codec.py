@@ -46,11 +46,9 @@ def load_image(path: str | None) -> tuple[torch.Tensor, str]:
                                             "kodim23.png"]
     for p in candidates:
         if p.is_file():
-            import numpy as np
-            from PIL import Image
+            from lalic_core.images import read_image
 
-            img = np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255.0
-            x = torch.from_numpy(img).permute(2, 0, 1)[None].contiguous()
+            x = read_image(p)
             if x.shape[-2:] == (768, 512):
                 x = x.transpose(-1, -2).contiguous()
             if x.shape[-2:] != (512, 768):

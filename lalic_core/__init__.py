@@ -17,13 +17,14 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "biwkv": "lalic_core.ops.biwkv",
     "LALIC": "lalic_core.models.lalic",
-    "load_checkpoint": "lalic_core.checkpoint",
+    "load_checkpoint": "lalic_core.models.factory",
     "bd_rate": "lalic_core.metrics",
     "psnr": "lalic_core.metrics",
     "ms_ssim": "lalic_core.metrics",
 }
-_SUBMODULES = {"analysis", "checkpoint", "codec", "complexity", "data", "layers", "metrics",
-               "models", "ops", "rd", "train", "training", "zoo", "entropy_models", "figures"}
+_SUBMODULES = {"analysis", "checkpoint", "codec", "complexity", "data", "errors", "images",
+               "layers", "metrics", "models", "ops", "rd", "train", "training", "zoo",
+               "entropy_models", "figures"}
 
 __all__ = ["LALIC", "__version__", "bd_rate", "biwkv", "load_checkpoint", "ms_ssim", "psnr"]
 

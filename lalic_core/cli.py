@@ -339,10 +339,11 @@ def _cmd_eval(args) -> int:
 # models
 # --------------------------------------------------------------------------------------------
 def _cmd_models(args) -> int:
-    from lalic_core import codec
+    from lalic_core import zoo
+    from lalic_core.models.factory import preset_names
 
-    _say("presets (random-initialised weights): " + ", ".join(codec._preset_names()))
-    entries = codec._zoo_entries()
+    _say("presets (random-initialised weights): " + ", ".join(preset_names()))
+    entries = zoo.available()
     _say("zoo entries (NAME:QUALITY): " + (", ".join(f"{n}:{q}" for n, q in entries)
                                            or "none installed"))
     _say("checkpoints: pass the file path to --model")
@@ -431,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=_unavailable("download-kodak", f"{type(exc).__name__}: {exc}"))
 
     try:
-        from lalic_core.train import add_train_subcommand
+        from lalic_core.training.args import add_train_subcommand
 
         add_train_subcommand(sub)  # it defines its own --debug
     except Exception as exc:  # noqa: BLE001 -- optional command: keep the others working
@@ -458,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         if "--debug" not in argv:  # library deprecation noise (torch.jit, ...) is not for users
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
-        from lalic_core.codec import LalicWarning
+        from lalic_core.errors import LalicWarning
 
         warnings.simplefilter("always", LalicWarning)
         parser = build_parser()

@@ -24,6 +24,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from lalic_core.images import IMAGE_SUFFIXES, list_images, read_image
+
+__all__ = ["DEMO_IMAGES", "IMAGE_SUFFIXES", "KODAK_NAMES", "DownloadError", "default_data_dir",
+           "demo_image", "demo_image_path", "download_kodak", "find_kodak", "list_images",
+           "load_image"]
+
+#: The one image reader, under the name the notebooks use.
+load_image = read_image
+
 KODAK_URL = "https://r0k.us/graphics/kodak/kodak/"
 KODAK_NAMES = tuple(f"kodim{i:02d}" for i in range(1, 25))
 
@@ -45,7 +54,6 @@ KODAK_PIXEL_SHA256 = {
 }
 
 DEMO_IMAGES = ("kodim23", "kodim15")  # shipped at half resolution in lalic_core/assets/
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
 
 class DownloadError(RuntimeError):
@@ -139,25 +147,6 @@ def find_kodak(extra_dirs: list[str | os.PathLike] | None = None) -> Path | None
         if all((folder / f"{n}.png").is_file() for n in KODAK_NAMES):
             return folder
     return None
-
-
-def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
-    """Sorted image files under ``folder``; raises if the folder is missing or holds none."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: {folder}")
-    pattern = "**/*" if recursive else "*"
-    files = sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {folder}")
-    return files
-
-
-def load_image(path: str | os.PathLike) -> torch.Tensor:
-    """Read an image file as a (1, 3, H, W) float tensor in [0, 1] (RGB, 8-bit)."""
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
 def demo_image_path(name: str = "kodim23") -> Path:

@@ -157,9 +157,9 @@ def finished(out_dir: Path, steps: int) -> bool:
 
 
 def export(plan: dict, quality: int, out_dir: Path, weights_dir: str) -> None:
-    from lalic_core import zoo
+    from lalic_core.training.export import export as export_entry
 
-    record = zoo.export(out_dir / "best.pt", plan["name"], quality, weights_dir=weights_dir,
+    record = export_entry(out_dir / "best.pt", plan["name"], quality, weights_dir=weights_dir,
                         val_dir=plan["val_dir"],
                         description=f"model '{plan['preset']}' trained on "
                                     f"{Path(plan['train_dir']).name} with scripts/train_zoo.py")

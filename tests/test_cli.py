@@ -17,8 +17,6 @@ from PIL import Image
 
 from lalic_core import cli, codec
 
-pytest.importorskip("lalic_core.models.lalic", reason="LALIC model not available")
-
 
 def _write_png(path, h, w, seed=0, mode="RGB"):
     rng = np.random.default_rng(seed)

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from lalic_core import codec
+from lalic_core.codec import container
 from lalic_core.codec import LalicFile, LalicFormatError, LalicWarning, ModelIdentity
 
 
@@ -144,8 +145,8 @@ def test_file_round_trip_of_trees_and_identities(identity):
 def test_varint_sizes():
     out = bytearray()
     for value in (0, 127, 128, 300, 2**40):
-        codec._put_varint(out, value)
-    reader = codec._Reader(bytes(out), len(out))
+        container._put_varint(out, value)
+    reader = container._Reader(bytes(out), len(out))
     assert [reader.varint("v", 2**41) for _ in range(5)] == [0, 127, 128, 300, 2**40]
     assert len(out) == 1 + 1 + 2 + 2 + 6
 
@@ -387,7 +388,6 @@ def test_resolve_model_errors(tmp_path):
 # --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def lalic_tiny():
-    pytest.importorskip("lalic_core.models.lalic", reason="LALIC model not available yet")
     with pytest.warns(LalicWarning, match="random-initialised"):
         return codec.resolve_model("tiny")
 

@@ -105,7 +105,6 @@ def _run_child(n_plain: int, n_resealed: int, seed: int) -> dict:
 
 
 def _fuzz(n_plain: int, n_resealed: int, seed: int) -> dict:
-    pytest.importorskip("lalic_core.models.lalic", reason="LALIC model not available")
     env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), str(n_plain), str(n_resealed), str(seed)],

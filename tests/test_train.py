@@ -22,8 +22,8 @@ from lalic_core.training.data import (
     StepBatches,
     find_images,
     load_validation_images,
-    pad_to_multiple,
 )
+from lalic_core.images import crop_center, pad_center
 from lalic_core.training.trainer import (
     RateDistortionLoss,
     build_model,
@@ -125,7 +125,7 @@ def test_bad_folders_raise_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         RandomCrops(tmp_path / "missing", 64)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no PNG or JPEG"):
+    with pytest.raises(ValueError, match=r"no images \(.png, .jpg, .jpeg\)"):
         RandomCrops(tmp_path / "empty", 64)
     small = make_folder(tmp_path / "small", [(80, 80), (40, 100)])
     with pytest.raises(ValueError, match=r"smaller than the 64x64 crop: img01.png \(100x40\)"):
@@ -145,9 +145,11 @@ def test_validation_images_whole_or_centre_crops(data):
                        big[..., 3:67, 13:77])
     with pytest.raises(ValueError, match="smaller than the 65x65 validation crop"):
         load_validation_images(val_dir, crop=65)
-    padded, (top, left) = pad_to_multiple(big, 64)
-    assert padded.shape[-2:] == (128, 128) and (top, left) == (29, 19)
-    assert torch.equal(padded[..., top:top + 70, left:left + 90], big)
+    padded = pad_center(big, 64)  # centred: 29 rows above, 19 columns left (floor of half)
+    assert padded.shape[-2:] == (128, 128)
+    assert torch.equal(padded[..., 29:29 + 70, 19:19 + 90], big)
+    assert padded[..., :29, :].abs().sum() == 0 and padded[..., :, :19].abs().sum() == 0
+    assert torch.equal(crop_center(padded, 70, 90, 64), big)
 
 
 # --------------------------------------------------------------------------------------------

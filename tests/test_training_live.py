@@ -72,8 +72,7 @@ def test_training_folder_fallback_holds_out_the_test_image(tmp_path, monkeypatch
 def test_roundtrip_with_a_zoo_model():
     from lalic_core import zoo
 
-    if ("lalic-tiny", 3) not in zoo.available():
-        pytest.skip("zoo entry lalic-tiny:3 is not installed")
+    assert ("lalic-tiny", 3) in zoo.available(), "the shipped zoo entry lalic-tiny:3 is missing"
     model = zoo.load("lalic-tiny", 3)
     image = load_image(demo_image_path("kodim23"))[..., :64, :128]
     r = roundtrip(image, model, "tiny")

@@ -41,143 +41,19 @@ a controlled comparison at equal size and entropy model.
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import torch
 from compressai.models import Elic2022Official, SimpleVAECompressionModel
 from compressai.models.utils import conv, deconv
 from torch import nn
 
-from lalic_core.entropy_models import SCCTX_KINDS, scctx_latent_codec
+from lalic_core.entropy_models import scctx_latent_codec
 from lalic_core.layers import BiRWKVBlock, OmniShift
+from lalic_core.models.config import PRESETS, TRANSFORM_BLOCKS, LALICConfig
+from lalic_core.models.state_dict import infer_config, load_state_dict_strict
 
 __all__ = ["LALIC", "PRESETS", "TRANSFORM_BLOCKS", "LALICConfig", "infer_config"]
-
-#: Blocks the transforms can be built from: LALIC's Bi-RWKV, and for controlled comparisons
-#: the TCM-style and ELIC-style blocks of :mod:`lalic_core.analysis.baselines`.
-TRANSFORM_BLOCKS = ("birwkv", "tcm", "fat", "global", "cnn")
-
-
-@dataclass(frozen=True)
-class LALICConfig:
-    """Architecture of a LALIC model (see the module docstring for each field)."""
-
-    N: int = 128
-    M: int = 320
-    dims: tuple[int, ...] = (96, 144, 256, 320, 256, 192)
-    depths: tuple[int, ...] = (2, 4, 6, 6)
-    groups: tuple[int, ...] | None = None
-    scctx: str = "rwkv"
-    hidden_rate: int = 4
-    ctx_dim: int | None = None
-    ctx_depth: int = 2
-    ctx_hidden_rate: int = 8
-    block: str = "birwkv"
-
-    def __post_init__(self):
-        def positive_int(name, value, allow_zero=False):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-            if not ok or value < (0 if allow_zero else 1):
-                kind = "non-negative" if allow_zero else "positive"
-                raise ValueError(f"LALIC: `{name}` must be a {kind} int, got {value!r}")
-
-        def int_tuple(name, value, length):
-            if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-                count = f"{length} " if length else ""
-                raise ValueError(f"LALIC: `{name}` must be a sequence of {count}ints, "  # noqa: TRY004
-                                 f"got {value!r}")
-            value = tuple(value)
-            if length is not None and len(value) != length:
-                raise ValueError(f"LALIC: `{name}` must have {length} entries, got {value!r}")
-            object.__setattr__(self, name, value)
-            return value
-
-        positive_int("N", self.N)
-        positive_int("M", self.M)
-        for i, d in enumerate(int_tuple("dims", self.dims, 6)):
-            positive_int(f"dims[{i}]", d)
-        for i, d in enumerate(int_tuple("depths", self.depths, 4)):
-            positive_int(f"depths[{i}]", d, allow_zero=True)
-        if self.dims[3] != self.M:
-            raise ValueError(f"LALIC: `dims[3]` (the channels of y) must equal `M` = {self.M}, "
-                             f"got dims = {self.dims}")
-        if self.groups is None:
-            if self.M <= 128:
-                raise ValueError(f"LALIC: `groups` must be given when M <= 128 (the default "
-                                 f"[16, 16, 32, 64, M - 128] needs M > 128), got M = {self.M}")
-            object.__setattr__(self, "groups", (16, 16, 32, 64, self.M - 128))
-        groups = int_tuple("groups", self.groups, None)
-        for i, g in enumerate(groups):
-            positive_int(f"groups[{i}]", g)
-        if not groups or sum(groups) != self.M:
-            raise ValueError(f"LALIC: `groups` must be positive ints summing to M = {self.M}, "
-                             f"got {groups} (sum {sum(groups)})")
-        if self.scctx not in SCCTX_KINDS:
-            raise ValueError(f"LALIC: `scctx` must be one of {SCCTX_KINDS}, got {self.scctx!r}")
-        positive_int("hidden_rate", self.hidden_rate)
-        if self.ctx_dim is None:
-            object.__setattr__(self, "ctx_dim", self.M)
-        positive_int("ctx_dim", self.ctx_dim)
-        positive_int("ctx_depth", self.ctx_depth, allow_zero=True)
-        positive_int("ctx_hidden_rate", self.ctx_hidden_rate)
-        if self.block not in TRANSFORM_BLOCKS:
-            raise ValueError(f"LALIC: `block` must be one of {TRANSFORM_BLOCKS}, got "
-                             f"{self.block!r}")
-
-    def replace(self, **changes) -> LALICConfig:
-        """A copy with some fields changed (validated again)."""
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
-        if unknown:
-            raise ValueError(f"LALIC: unknown configuration field(s) {unknown}; known: "
-                             f"{[f.name for f in dataclasses.fields(self)]}")
-        if "M" in changes and "groups" not in changes:
-            changes["groups"] = None
-        if "M" in changes and "ctx_dim" not in changes and self.ctx_dim == self.M:
-            changes["ctx_dim"] = None
-        return dataclasses.replace(self, **changes)
-
-    def as_kwargs(self) -> dict:
-        """Keyword arguments of :class:`LALIC` that build this configuration."""
-        d = dataclasses.asdict(self)
-        for name in ("dims", "depths", "groups"):
-            d[name] = list(d[name])
-        return d
-
-
-#: Named configurations. "paper" is the official default model (= the ablation's RWKV row).
-PRESETS: dict[str, LALICConfig] = {
-    "paper": LALICConfig(),
-    # the paper's ablation table: depths L1..L4 and the kind of SCCTX
-    "2222-conv": LALICConfig(depths=(2, 2, 2, 2), scctx="conv"),
-    "2466-conv": LALICConfig(scctx="conv"),
-    "2466-convplus": LALICConfig(scctx="convplus"),
-    "2466-rwkv": LALICConfig(),
-    # CPU-sized models for training here (2 cores); same architecture, narrower and shallower.
-    "tiny": LALICConfig(N=32, M=96, dims=(24, 32, 64, 96, 64, 48), depths=(1, 1, 1, 1),
-                        groups=(8, 8, 16, 64), ctx_dim=64, ctx_depth=1, ctx_hidden_rate=4),
-    "small": LALICConfig(N=64, M=160, dims=(48, 64, 96, 160, 96, 64), depths=(1, 2, 2, 2),
-                         groups=(8, 8, 16, 32, 96), ctx_dim=128, ctx_depth=1,
-                         ctx_hidden_rate=4),
-    # Controlled comparisons with "tiny": the same skeleton and the same RWKV-SCCTX entropy
-    # model, only the transform blocks differ (parameter counts within a few percent):
-    # TCM-style blocks in (W, SW) pairs as TCM stacks them, ELIC's 3 residual bottlenecks.
-    "tiny-tcm": LALICConfig(N=32, M=96, dims=(24, 32, 64, 96, 64, 48), depths=(2, 2, 2, 2),
-                            groups=(8, 8, 16, 64), ctx_dim=64, ctx_depth=1, ctx_hidden_rate=4,
-                            block="tcm"),
-    "tiny-cnn": LALICConfig(N=32, M=96, dims=(24, 32, 64, 96, 64, 48), depths=(3, 3, 3, 3),
-                            groups=(8, 8, 16, 64), ctx_dim=64, ctx_depth=1, ctx_hidden_rate=4,
-                            block="cnn"),
-    # FAT-style (frequency-aware window attention) and global softmax attention: the other two
-    # rows of the paper's ERF comparison, same skeleton and entropy model as "tiny".
-    "tiny-fat": LALICConfig(N=32, M=96, dims=(24, 32, 64, 96, 64, 48), depths=(2, 2, 2, 2),
-                            groups=(8, 8, 16, 64), ctx_dim=64, ctx_depth=1, ctx_hidden_rate=4,
-                            block="fat"),
-    "tiny-global": LALICConfig(N=32, M=96, dims=(24, 32, 64, 96, 64, 48), depths=(2, 2, 2, 2),
-                               groups=(8, 8, 16, 64), ctx_dim=64, ctx_depth=1,
-                               ctx_hidden_rate=4, block="global"),
-}
 
 
 def _blocks(dim: int, depth: int, hidden_rate: int, kind: str = "birwkv") -> list[nn.Module]:
@@ -280,9 +156,7 @@ class LALIC(Elic2022Official):
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> LALIC:
         """A model with the configuration inferred from ``state_dict`` and its weights
-        loaded (strict; see :func:`lalic_core.checkpoint.load_checkpoint` for files)."""
-        from lalic_core.checkpoint import load_state_dict_strict
-
+        loaded (strict; see :func:`lalic_core.models.factory.load_checkpoint` for files)."""
         model = cls.from_config(infer_config(state_dict))
         load_state_dict_strict(model, state_dict)
         return model
@@ -360,101 +234,3 @@ class LALIC(Elic2022Official):
         if eb._offset.numel() == 0:
             raise RuntimeError(f"LALIC.{where}: the entropy coder tables are missing; call "
                                "model.update() (or model.update(force=True)) first")
-
-
-def _sorted_indices(state_dict: Mapping, prefix: str, suffix: str) -> list[int]:
-    out = []
-    for key in state_dict:
-        if key.startswith(prefix) and key.endswith(suffix):
-            middle = key[len(prefix):-len(suffix)]
-            if middle.isdigit():
-                out.append(int(middle))
-    return sorted(set(out))
-
-
-def infer_config(state_dict: Mapping[str, torch.Tensor]) -> LALICConfig:
-    """The :class:`LALICConfig` whose model has the keys and shapes of ``state_dict``
-    (official or ours, after key normalisation), read from the tensor shapes.
-
-    N only matters where it clips an inner width of the parameter aggregation (2N); when
-    no width is clipped, 128 (or the largest N that reproduces the shapes) is returned.
-    """
-    def shape(key):
-        if key not in state_dict:
-            raise ValueError(f"infer_config: the state dict has no key {key!r}; it does not "
-                             "look like a LALIC model (pass `model=` or a preset)")
-        return tuple(state_dict[key].shape)
-
-    def stage(prefix):
-        convs = [i for i in _sorted_indices(state_dict, prefix, ".weight")
-                 if len(shape(f"{prefix}{i}.weight")) == 4]
-        blocks = _sorted_indices(state_dict, prefix, ".gamma1")
-        return convs, blocks
-
-    convs, blocks = stage("g_a.")
-    if len(convs) != 4:
-        raise ValueError(f"infer_config: expected 4 convolutions in g_a, found {len(convs)}; "
-                         "the state dict does not look like a LALIC model (pass `model=` "
-                         "or a preset)")
-    dims = [shape(f"g_a.{i}.weight")[0] for i in convs]
-    depths = [sum(convs[j] < b < convs[j + 1] for b in blocks) for j in range(3)]
-    hprefix = "h_a." if "h_a.0.weight" in state_dict else "latent_codec.hyper.h_a."
-    hconvs, hblocks = stage(hprefix)
-    if len(hconvs) != 2:
-        raise ValueError(f"infer_config: expected 2 convolutions in h_a, found {len(hconvs)}")
-    dims += [shape(f"{hprefix}{i}.weight")[0] for i in hconvs]
-    depths.append(len(hblocks))
-    hidden_rate = 4
-    for prefix, idx in (("g_a.", blocks), (hprefix, hblocks)):
-        if idx:
-            key = f"{prefix}{idx[0]}.ffn.key.weight"
-            hidden_rate = shape(key)[0] // shape(key)[1]
-            break
-
-    lc = "latent_codec.y."
-    groups = []
-    while f"{lc}latent_codec.y{len(groups)}.context_prediction.weight" in state_dict:
-        groups.append(shape(f"{lc}latent_codec.y{len(groups)}.context_prediction.weight")[1])
-    if not groups:
-        raise ValueError("infer_config: no channel groups found (keys "
-                         f"'{lc}latent_codec.y0.context_prediction.weight', ...)")
-    M = dims[3]
-
-    kw: dict = {}
-    if f"{lc}latent_codec.y0.entropy_parameters.0.mix.weight" in state_dict:
-        scctx = "rwkv"
-        if len(groups) > 1:
-            cc = f"{lc}channel_context.y1."
-            kw["ctx_dim"] = shape(f"{cc}0.weight")[0]
-            ctx_blocks = _sorted_indices(state_dict, cc, ".gamma1")
-            kw["ctx_depth"] = len(ctx_blocks)
-            if ctx_blocks:
-                key = f"{cc}{ctx_blocks[0]}.ffn.key.weight"
-                kw["ctx_hidden_rate"] = shape(key)[0] // shape(key)[1]
-    else:
-        scctx = "conv"
-        if len(groups) > 1:
-            cc = f"{lc}channel_context.y1."
-            n_convs = len(_sorted_indices(state_dict, cc, ".weight"))
-            if n_convs == 4:
-                scctx = "convplus"
-                kw["ctx_dim"] = shape(f"{cc}0.weight")[0]
-            elif n_convs != 3:
-                raise ValueError(f"infer_config: unknown channel context with {n_convs} convs")
-
-    # N: from an inner width of the parameter aggregation that the 2N floor clipped.
-    layer = ".mix.weight" if scctx == "rwkv" else ".weight"
-    clipped, ramp_min = set(), None
-    for k, g in enumerate(groups):
-        in_ch = 2 * g + (k > 0) * 2 * g + M
-        ramp = torch.linspace(in_ch, 2 * g, 4).floor().int().tolist()
-        for j, i in enumerate((0, 2), start=1):
-            width = shape(f"{lc}latent_codec.y{k}.entropy_parameters.{i}{layer}")[0]
-            if width != ramp[j]:
-                clipped.add(width)
-            ramp_min = ramp[j] if ramp_min is None else min(ramp_min, ramp[j])
-    if len(clipped) > 1 or any(c % 2 for c in clipped):
-        raise ValueError(f"infer_config: inconsistent parameter-aggregation widths {clipped}")
-    N = clipped.pop() // 2 if clipped else min(128, ramp_min // 2)
-    return LALICConfig(N=N, M=M, dims=tuple(dims), depths=tuple(depths), groups=tuple(groups),
-                       scctx=scctx, hidden_rate=hidden_rate, **kw)

@@ -5,7 +5,7 @@ A training checkpoint is a dict saved with ``torch.save`` and readable with
 
     format          "lalic-train-1"
     state_dict      the bare model's state dict (no "module." prefix), under the key that
-                    lalic_core.checkpoint.load_checkpoint and `lalic compress --model FILE`
+                    lalic_core.models.factory.load_checkpoint and `lalic compress --model FILE`
                     read, so a training checkpoint is also a model checkpoint
     optimizer, aux_optimizer, scheduler   their state dicts
     step            optimizer steps done

@@ -26,7 +26,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from lalic_core.data import IMAGE_SUFFIXES
+from lalic_core.data import DEMO_IMAGES, demo_image_path
+from lalic_core.images import list_images, read_rgb_uint8
 
 __all__ = [
     "TRAIN_DIR_ENV",
@@ -34,7 +35,6 @@ __all__ = [
     "StepBatches",
     "find_images",
     "load_validation_images",
-    "pad_to_multiple",
     "training_folder",
 ]
 
@@ -49,39 +49,15 @@ CACHE_LIMIT = 2000
 
 def find_images(folder: str | os.PathLike, what: str = "folder",
                 suffixes: Sequence[str] = TRAIN_SUFFIXES) -> list[Path]:
-    """Sorted PNG/JPEG files under ``folder`` (recursive).
-
-    Raises:
-        FileNotFoundError: the folder does not exist.
-        ValueError: it is not a folder, or holds no PNG/JPEG image.
-    """
-    folder = Path(folder)
-    if not folder.exists():
-        raise FileNotFoundError(f"{what}: image folder not found: {folder}")
-    if not folder.is_dir():
-        raise ValueError(f"{what}: expected a folder of images, got the file {folder}")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
-    if not files:
-        others = [p.suffix for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
-        hint = f" (found {len(others)} other image files; convert them to PNG)" if others else ""
-        raise ValueError(f"{what}: no PNG or JPEG images found in {folder} (searched "
-                         f"recursively){hint}")
-    return files
+    """Sorted PNG/JPEG files under ``folder`` (recursive); :func:`lalic_core.images.
+    list_images` with the training suffixes."""
+    return list_images(folder, what, suffixes=suffixes)
 
 
 def _image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return im.size  # (width, height), read from the header only
-    except (OSError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from None
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8."""
-    try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"), dtype=np.uint8)
     except (OSError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot read image {path}: {exc}") from None
 
@@ -139,7 +115,7 @@ class RandomCrops(Dataset):
     def _image(self, index: int) -> np.ndarray:
         if index in self._images:
             return self._images[index]
-        image = _read_rgb(self.files[index])
+        image = read_rgb_uint8(self.files[index])
         if self.cache:
             self._images[index] = image
         return image
@@ -184,16 +160,6 @@ class StepBatches(Sampler):
             yield list(range(first, first + B))
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Zero-pad (B, C, H, W) centred to multiples of ``multiple`` (as the official evaluation
-    does); returns the padded tensor and the (top, left) offset of the original."""
-    H, W = x.shape[-2:]
-    Hp, Wp = -(-H // multiple) * multiple, -(-W // multiple) * multiple
-    top, left = (Hp - H) // 2, (Wp - W) // 2
-    padded = torch.nn.functional.pad(x, (left, Wp - W - left, top, Hp - H - top))
-    return padded, (top, left)
-
-
 def load_validation_images(folder: str | os.PathLike, crop: int | None = None,
                            files: Sequence[Path] | None = None) -> list[torch.Tensor]:
     """Validation images as (1, 3, H, W) float tensors in [0, 1]: whole images (``crop``
@@ -203,7 +169,7 @@ def load_validation_images(folder: str | os.PathLike, crop: int | None = None,
         files = find_images(folder, "val_dir")
     images = []
     for path in files:
-        image = torch.from_numpy(_read_rgb(path)).permute(2, 0, 1).float().div_(255)[None]
+        image = torch.from_numpy(read_rgb_uint8(path)).permute(2, 0, 1).float().div_(255)[None]
         if crop is not None:
             H, W = image.shape[-2:]
             if min(H, W) < crop:
@@ -230,8 +196,6 @@ def training_folder(folder: str | os.PathLike | None = None, *,
     demonstration, not something to report Kodak numbers for. Train on your own photographs
     (any folder of a few dozen PNG/JPEG images) for real models.
     """
-    from lalic_core.data import DEMO_IMAGES, demo_image_path
-
     if folder is None and os.environ.get(TRAIN_DIR_ENV):
         folder = os.environ[TRAIN_DIR_ENV]
     if folder is not None:

@@ -1,26 +1,21 @@
 """The training loop of ``lalic train`` (see :mod:`lalic_core.train` for the user's view).
 
-Pieces usable on their own (the benchmark and the zoo use them):
+Pieces usable on their own (the benchmark and the zoo export use them):
 
-- :func:`build_model` (preset name or ``module:factory``), :func:`split_parameters`
-  (CompressAI's rule: names ending in ``.quantiles`` belong to the auxiliary optimizer),
-- :class:`RateDistortionLoss`, :func:`train_step` (forward, backward, clip, both optimizer
-  steps), :func:`evaluate` (validation sums over whole or cropped images),
-- :class:`Trainer`: the loop with checkpoints, exact resume, logging, Ctrl-C and DDP.
+- :func:`split_parameters` (CompressAI's rule: names ending in ``.quantiles`` belong to the
+  auxiliary optimizer), :func:`train_step` (forward, backward, clip, both optimizer steps),
+  :func:`evaluate` (validation sums over whole or cropped images);
+- :class:`Trainer`: the loop with checkpoints, exact resume, logging, Ctrl-C and DDP;
+  :func:`train` runs it.
+
+Models come from :func:`lalic_core.models.factory.build_model`, the loss from
+:mod:`.loss`, process plumbing from :mod:`.runtime`.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import hashlib
-import importlib
-import math
-import os
 import platform
 import random
-import signal
-import subprocess
-import threading
 import time
 import warnings
 from bisect import bisect_right
@@ -32,7 +27,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lalic_core.train import TrainConfig, TrainResult
+from lalic_core.images import crop_center, list_images, pad_center
+from lalic_core.models.factory import build_model
+from lalic_core.models.state_dict import load_state_dict_strict, read_state_dict
 from lalic_core.training.checkpoints import (
     FORMAT,
     capture_rng,
@@ -40,12 +37,23 @@ from lalic_core.training.checkpoints import (
     restore_rng,
     save_atomic,
 )
+from lalic_core.training.config import TrainConfig, TrainResult
 from lalic_core.training.data import (
+    TRAIN_SUFFIXES,
     RandomCrops,
     StepBatches,
-    find_images,
     load_validation_images,
-    pad_to_multiple,
+)
+from lalic_core.training.loss import RateDistortionLoss, psnr_from_mse
+from lalic_core.training.runtime import (
+    Distributed,
+    Log,
+    StopRequest,
+    bare_model,
+    git_commit,
+    ignore_sigint,
+    package_version,
+    parameter_digest,
 )
 
 __all__ = [
@@ -55,44 +63,18 @@ __all__ = [
     "evaluate",
     "parameter_digest",
     "split_parameters",
+    "train",
     "train_step",
 ]
 
+
 #: Fields of a run that a resumed run must share with its checkpoint.
 RESUME_MUST_MATCH = ("model", "lambda", "metric", "crop", "batch_size", "seed")
-LOG_FIELDS = ("step", "split", "loss", "bpp", "mse", "psnr", "ms_ssim", "aux_loss", "lr",
-              "images_per_s", "elapsed_s")
 
 
 # --------------------------------------------------------------------------------------------
 # Models and losses
 # --------------------------------------------------------------------------------------------
-def build_model(spec: str) -> nn.Module:
-    """A randomly initialised model from ``spec``: a LALIC preset name (``LALIC.PRESETS``) or
-    ``"package.module:factory"`` (a callable returning a CompressAI-style model)."""
-    if not isinstance(spec, str) or not spec:
-        raise ValueError(f"model: expected a preset name or 'module:factory', got {spec!r}")
-    if ":" in spec:
-        module_name, _, attr = spec.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"model: cannot import {spec!r} ({exc})") from None
-        model = factory()
-    else:
-        from lalic_core.models.lalic import LALIC, PRESETS
-
-        if spec not in PRESETS:
-            raise ValueError(f"model: unknown LALIC preset {spec!r}; choose one of "
-                             f"{', '.join(PRESETS)} or give 'module:factory'")
-        model = LALIC.from_preset(spec)
-    if not isinstance(model, nn.Module) or not callable(getattr(model, "aux_loss", None)):
-        raise TypeError(f"model: {spec!r} did not build a CompressAI-style model (an "
-                         "nn.Module with aux_loss() whose forward returns x_hat and "
-                         "likelihoods)")
-    return model
-
-
 def model_factor(model: nn.Module) -> int:
     """Image sides must be multiples of this (LALIC: 64)."""
     return int(getattr(model, "downsampling_factor", 64))
@@ -117,47 +99,6 @@ def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Para
     return main, aux, aux_names
 
 
-class RateDistortionLoss(nn.Module):
-    """``lambda * 255^2 * MSE + bpp`` (``metric="mse"``) or ``lambda * (1 - MS-SSIM) + bpp``,
-    bpp = ``-sum(log2 likelihoods) / (B * H * W)`` over all latents (y and z); CompressAI's
-    convention, the official LALIC training loss.
-
-    ``forward(output, target)``: output ``{"x_hat": (B, 3, H, W), "likelihoods": {...}}``,
-    target (B, 3, H, W) -> dict of 0-d tensors ``loss``, ``bpp``, ``mse`` (and ``ms_ssim``).
-    """
-
-    def __init__(self, lmbda: float, metric: str = "mse"):
-        super().__init__()
-        if metric not in ("mse", "ms-ssim"):
-            raise ValueError(f"metric must be 'mse' or 'ms-ssim', got {metric!r}")
-        self.lmbda, self.metric = float(lmbda), metric
-
-    def forward(self, output: dict, target: torch.Tensor, num_pixels: int | None = None
-                ) -> dict[str, torch.Tensor]:
-        if num_pixels is None:
-            num_pixels = target.shape[0] * target.shape[-2] * target.shape[-1]
-        bpp = sum(torch.log(lk).sum() for lk in output["likelihoods"].values()) \
-            / (-math.log(2) * num_pixels)
-        x_hat = output["x_hat"]
-        out = {"bpp": bpp, "mse": nn.functional.mse_loss(x_hat, target)}
-        if self.metric == "mse":
-            out["loss"] = self.lmbda * 255**2 * out["mse"] + bpp
-        else:
-            from pytorch_msssim import ms_ssim
-
-            out["ms_ssim"] = ms_ssim(x_hat, target, data_range=1.0)
-            out["loss"] = self.lmbda * (1 - out["ms_ssim"]) + bpp
-        return out
-
-
-def psnr_from_mse(mse: float) -> float:
-    return 10 * math.log10(1 / mse) if mse > 0 else float("inf")
-
-
-def _bare(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def train_step(model: nn.Module, x: torch.Tensor, criterion: RateDistortionLoss,
                optimizer: torch.optim.Optimizer, aux_optimizer: torch.optim.Optimizer | None,
                clip_max_norm: float = 1.0, *, distributed: bool = False) -> dict[str, float]:
@@ -167,7 +108,7 @@ def train_step(model: nn.Module, x: torch.Tensor, criterion: RateDistortionLoss,
 
     Raises FloatingPointError, before changing any weight, when the loss is not finite
     (agreed on by all ranks)."""
-    bare = _bare(model)
+    bare = bare_model(model)
     optimizer.zero_grad(set_to_none=True)
     if aux_optimizer is not None:
         aux_optimizer.zero_grad(set_to_none=True)
@@ -216,7 +157,7 @@ def evaluate(model: nn.Module, images: Sequence[torch.Tensor], criterion: RateDi
     ``count``: each image is zero-padded (centred) to the model's factor, bpp counts the
     padded latents over the original pixels, distortion is measured on the original region
     of ``x_hat`` clamped to [0, 1]. The model is put in eval mode and back."""
-    bare = _bare(model)
+    bare = bare_model(model)
     was_training = bare.training
     bare.eval()
     factor = model_factor(bare)
@@ -225,9 +166,8 @@ def evaluate(model: nn.Module, images: Sequence[torch.Tensor], criterion: RateDi
         for image in images:
             x = image.to(device)
             H, W = x.shape[-2:]
-            padded, (top, left) = pad_to_multiple(x, factor)
-            out = bare(padded)
-            x_hat = out["x_hat"][..., top:top + H, left:left + W].clamp(0, 1)
+            out = bare(pad_center(x, factor))
+            x_hat = crop_center(out["x_hat"], H, W, factor).clamp(0, 1)
             rd = criterion({"x_hat": x_hat, "likelihoods": out["likelihoods"]}, x,
                            num_pixels=H * W)
             for k, v in rd.items():
@@ -239,171 +179,6 @@ def evaluate(model: nn.Module, images: Sequence[torch.Tensor], criterion: RateDi
     return sums
 
 
-def parameter_digest(model: nn.Module) -> str:
-    """SHA-256 over all parameters and buffers (name order): equal iff the replicas are."""
-    h = hashlib.sha256()
-    for name, t in sorted(_bare(model).state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
-                 if t.numel() else b"")
-    return h.hexdigest()
-
-
-def git_commit() -> str | None:
-    """The source tree's commit, with "+dirty" when files differ from it (modified or new,
-    ignored files aside), or None outside a git checkout."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=False,
-                              capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return None
-        status = subprocess.run(["git", "--no-optional-locks", "-C", str(root), "status",
-                                 "--porcelain"], check=False,
-                                capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
-
-
-# --------------------------------------------------------------------------------------------
-# Distributed setup
-# --------------------------------------------------------------------------------------------
-class _Distributed:
-    """Rank, world size and device of this process (torchrun's environment variables)."""
-
-    def __init__(self, device: str):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", str(self.rank)))
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dev = torch.device(device)
-        if dev.type == "cuda":
-            if not torch.cuda.is_available():
-                raise ValueError(f"device: {device!r} requested but CUDA is not available")
-            if dev.index is None:
-                dev = torch.device("cuda", self.local_rank if self.world > 1 else 0)
-            torch.cuda.set_device(dev)
-        self.device = dev
-        self.enabled = self.world > 1
-        self.owns_group = False
-        if self.enabled and not dist.is_initialized():
-            backend = "nccl" if dev.type == "cuda" else "gloo"
-            dist.init_process_group(backend)
-            self.owns_group = True
-        self.is_main = self.rank == 0
-
-    def close(self) -> None:
-        if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-
-    def all_gather(self, obj) -> list:
-        if not self.enabled:
-            return [obj]
-        out = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
-
-    def any(self, flag: bool) -> bool:
-        if not self.enabled:
-            return flag
-        t = torch.tensor([float(flag)], device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
-
-    def sum(self, values: dict[str, float]) -> dict[str, float]:
-        if not self.enabled:
-            return values
-        keys = sorted(values)
-        t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return dict(zip(keys, t.tolist()))
-
-
-class _StopRequest:
-    """SIGINT/SIGTERM handler: the first signal asks the loop to stop after the current step
-    (it saves a checkpoint), a second SIGINT raises KeyboardInterrupt at once."""
-
-    def __init__(self, say: Callable[[str], None]):
-        self.requested = False
-        self.say = say
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        return False
-
-    def _handle(self, signum, frame):
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.say(f"{signal.Signals(signum).name}: stopping after this step and saving a "
-                 "resumable checkpoint (Ctrl-C again aborts without saving)")
-
-
-def _ignore_sigint(_worker_id: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
-
-
-# --------------------------------------------------------------------------------------------
-# Logging
-# --------------------------------------------------------------------------------------------
-class _Log:
-    """``log.csv`` (one row per log interval and per validation) and TensorBoard events."""
-
-    def __init__(self, out_dir: Path, resume_step: int | None, tensorboard: bool):
-        self.path = out_dir / "log.csv"
-        if resume_step is not None and self.path.exists():  # drop rows after the checkpoint
-            with open(self.path, newline="") as fh:
-                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
-        else:
-            rows = []
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.path)
-        self._fh = open(self.path, "a", newline="")  # noqa: SIM115 - open for the whole run
-        self._writer = csv.DictWriter(self._fh, fieldnames=LOG_FIELDS, extrasaction="ignore")
-        self.tb = None
-        if tensorboard:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(str(out_dir / "tensorboard"),
-                                        purge_step=resume_step + 1 if resume_step else None)
-            except ImportError:
-                self.tb = None
-
-    def write(self, step: int, split: str, values: dict) -> None:
-        row = {"step": step, "split": split}
-        row.update({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in values.items()})
-        self._writer.writerow(row)
-        self._fh.flush()
-        if self.tb is not None:
-            for k, v in values.items():
-                if isinstance(v, (int, float)) and k not in ("step", "elapsed_s"):
-                    self.tb.add_scalar(f"{split}/{k}", v, step)
-
-    def close(self) -> None:
-        self._fh.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
-# --------------------------------------------------------------------------------------------
-# The loop
-# --------------------------------------------------------------------------------------------
 class Trainer:
     """One training run: ``Trainer(config).run() -> TrainResult``."""
 
@@ -423,7 +198,7 @@ class Trainer:
             print(text, flush=True)
 
     def run(self) -> TrainResult:
-        self.dist = _Distributed(self.config.device)
+        self.dist = Distributed(self.config.device)
         try:
             return self._run()
         finally:
@@ -497,8 +272,6 @@ class Trainer:
             raise ValueError(f"crop must be a multiple of {factor} for model {cfg.model!r}, "
                              f"got {cfg.crop}")
         if ckpt is None and cfg.init is not None:
-            from lalic_core.checkpoint import load_state_dict_strict, read_state_dict
-
             load_state_dict_strict(model, read_state_dict(cfg.init), source=f"init {cfg.init}")
         model.to(D.device).train()
 
@@ -512,14 +285,13 @@ class Trainer:
         # Data first: a bad folder fails before anything is written.
         dataset = RandomCrops(cfg.train_dir, cfg.crop, cfg.seed,
                               skip_small=cfg.skip_small_images)
-        val_files = find_images(cfg.val_dir, "val_dir") if cfg.val_dir is not None else []
+        val_files = (list_images(cfg.val_dir, "val_dir", suffixes=TRAIN_SUFFIXES)
+                     if cfg.val_dir is not None else [])
         val_images = load_validation_images(cfg.val_dir, cfg.val_crop,
                                             val_files[D.rank::D.world]) if val_files else []
 
         step, self.elapsed, self.best_val, self.last_val = 0, 0.0, None, None
         if ckpt is not None:
-            from lalic_core.checkpoint import load_state_dict_strict
-
             load_state_dict_strict(model, ckpt["state_dict"], source=f"resume {resume_path}")
             self.optimizer.load_state_dict(ckpt["optimizer"])
             if self.aux_optimizer is not None and ckpt["aux_optimizer"] is not None:
@@ -556,7 +328,7 @@ class Trainer:
 
         self.meta = {
             "torch": str(torch.__version__),
-            "compressai": _version("compressai"),
+            "compressai": package_version("compressai"),
             "python": platform.python_version(),
             "platform": platform.platform(),
             "device": str(D.device) if D.device.type != "cuda"
@@ -571,7 +343,7 @@ class Trainer:
         log = None
         if D.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            log = _Log(self.out_dir, step if ckpt is not None else None, cfg.tensorboard)
+            log = Log(self.out_dir, step if ckpt is not None else None, cfg.tensorboard)
         self.say(
             f"lalic train: model {cfg.model} ({self.meta['parameters'] / 1e6:.2f}M parameters), "
             f"lambda {cfg.lambda_:g} ({cfg.metric}), {len(dataset)} training images"
@@ -589,7 +361,7 @@ class Trainer:
         loader = torch.utils.data.DataLoader(
             dataset, batch_sampler=StepBatches(cfg.batch_size, step, cfg.steps, D.rank, D.world),
             num_workers=cfg.workers, pin_memory=D.device.type == "cuda",
-            worker_init_fn=_ignore_sigint if cfg.workers else None,
+            worker_init_fn=ignore_sigint if cfg.workers else None,
             generator=torch.Generator())  # its own: iter() must not draw from the global RNG
 
         interrupted, last_saved = False, None
@@ -606,7 +378,7 @@ class Trainer:
             self._bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.model}",
                              unit="step", dynamic_ncols=True)
         try:
-            with _StopRequest(self.say) as stop:
+            with StopRequest(self.say) as stop:
                 batches = iter(loader)
                 while step < cfg.steps:
                     t0 = time.perf_counter()
@@ -700,8 +472,13 @@ class Trainer:
                                f"digests {digests}); this is a bug, please report it")
 
 
-def _version(package: str) -> str | None:
-    try:
-        return str(importlib.import_module(package).__version__)
-    except (ImportError, AttributeError):
-        return None
+def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = None
+          ) -> TrainResult:
+    """Run (or resume) a training run; see the module docstring.
+
+    ``on_step(step, metrics)`` is called after every optimizer step (on every rank) with the
+    step's loss, bpp, mse, psnr, aux_loss and lr.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"train: expected a TrainConfig, got {type(config).__name__}")
+    return Trainer(config, on_step=on_step).run()
