@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from lalic_core.codec.container import (
+    CRC_BYTES,
     FORMAT_VERSION,
     MAGIC,
     MAX_PAD_MULTIPLE,
@@ -63,6 +64,7 @@ from lalic_core.images import (
 )
 
 __all__ = [
+    "CRC_BYTES",
     "FORMAT_VERSION",
     "MAGIC",
     "RANDOM_INIT_SEED",
