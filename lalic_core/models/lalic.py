@@ -183,7 +183,7 @@ PRESETS: dict[str, LALICConfig] = {
 def _blocks(dim: int, depth: int, hidden_rate: int, kind: str = "birwkv") -> list[nn.Module]:
     if kind == "birwkv":
         return [BiRWKVBlock(dim, hidden_rate=hidden_rate) for _ in range(depth)]
-    from lalic_core.analysis.baselines import make_stack  # comparison blocks only
+    from lalic_core.baseline_layers import make_stack  # comparison blocks only
 
     return list(make_stack(kind, dim, depth)) if depth else []
 
