@@ -26,7 +26,7 @@ import math
 import re
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -36,11 +36,14 @@ from lalic_core import paper as _paper
 
 __all__ = [
     "PAPER_NUMBERS",
+    "PAPER_SIZE",
     "FlopCount",
     "ParamCount",
+    "complexity_rows",
     "complexity_table",
     "count_flops",
     "count_params",
+    "format_complexity",
     "time_modules",
 ]
 
@@ -360,3 +363,70 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --------------------------------------------------------------------------------------------
+# Presets against the paper's tables
+# --------------------------------------------------------------------------------------------
+PAPER_SIZE = (512, 768)
+
+
+def complexity_rows(presets: Sequence[str] = ("2222-conv", "2466-conv", "2466-convplus",
+                                              "2466-rwkv"),
+                    size: tuple[int, int] = PAPER_SIZE, elic: bool = False) -> list[dict]:
+    """Parameters and MACs of LALIC presets (and CompressAI's ELIC with ``elic=True``),
+    counted at ``size`` = (H, W) and scaled to the paper's 768x512 by the pixel ratio (exact
+    for these fully convolutional models when H, W are multiples of 64, BiWKV being linear
+    in tokens). One dict per model with the paper's numbers beside (:mod:`lalic_core.paper`).
+    """
+    from lalic_core.models.lalic import LALIC
+
+    h, w = (int(s) for s in size)
+    if h <= 0 or w <= 0 or h % 64 or w % 64:
+        raise ValueError(f"`size` must be (H, W) multiples of 64, got {size!r}")
+    factor = PAPER_SIZE[0] * PAPER_SIZE[1] / (h * w)
+    models: list[tuple[str, dict, Callable[[], nn.Module]]] = []
+    for name in presets:
+        paper = _paper.ABLATION.get(name) or ({**_paper.TABLE1["LALIC"], "label": "LALIC (paper model)"}
+                                       if name == "paper" else {})
+        models.append((name, paper, lambda name=name: LALIC.from_preset(name)))
+    if elic:
+        def make_elic():
+            from compressai.models import Elic2022Official
+
+            return Elic2022Official()
+        models.append(("ELIC (CompressAI)", {**_paper.TABLE1["ELIC"], "label": "ELIC"}, make_elic))
+    rows = []
+    for name, paper, make in models:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = make()
+        params, flops = count_params(model), count_flops(model, (h, w))
+        rows.append({
+            "model": name,
+            "label": paper.get("label", name),
+            "params_m": params.inference / 1e6,
+            "gmacs": flops.gmacs * factor,
+            "gmacs_without_biwkv": flops.gmacs_without_biwkv * factor,
+            "gmacs_thop_style": flops.gmacs_thop_style * factor,
+            "paper_gflops": paper.get("gflops"),
+            "thop_vs_paper_pct": (100 * (flops.gmacs_thop_style * factor / paper["gflops"] - 1)
+                                  if paper.get("gflops") else None),
+            "paper_params_m": paper.get("params_m"),
+            "paper_bd_rate": paper.get("bd_rate", paper.get("bd_kodak")),
+            "counted_at": f"{w}x{h}",
+        })
+        del model
+    return rows
+
+
+def format_complexity(rows: Sequence[Mapping]) -> str:
+    """Markdown table of :func:`complexity_rows`: torch-counted GMACs with and without BiWKV,
+    thop-style GMACs (without BiWKV, transposed convolutions per output pixel) and how far
+    those are from the paper's "GFLOPs"."""
+    return _paper.markdown_table(list(rows), [
+        ("label", "model"), ("paper_params_m", "paper params (M)"),
+        ("params_m", "params (M)"), ("paper_gflops", "paper GFLOPs"),
+        ("gmacs", "GMACs (torch)"), ("gmacs_without_biwkv", "GMACs w/o BiWKV"),
+        ("gmacs_thop_style", "GMACs (thop-style)"), ("thop_vs_paper_pct", "thop vs paper (%)"),
+        ("paper_bd_rate", "paper BD-rate (%)"), ("counted_at", "counted at")])

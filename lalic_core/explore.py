@@ -2,12 +2,14 @@
 
 The notebooks call these functions and plot their results; :mod:`lalic_core.widgets` wraps
 them in interactive views, :mod:`lalic_core.figures` saves them as the workbench's figures.
+What is not about models by zoo name, inputs or ERFs lives in the module named in its bullet
+and is re-exported here, so that ``explore.<name>`` keeps working.
 
 - Models: :func:`zoo_or_random` returns a trained zoo model when the zoo has it, else a
   randomly initialised model of the same preset, with a note saying which.
 - Effective receptive fields (:mod:`lalic_core.analysis.erf`): :class:`ERFLab` builds and
   caches the modules whose ERF is measured -- a stack of random blocks of each kind
-  (:mod:`lalic_core.analysis.baselines`) on noise features, or the first stages of a tiny
+  (:mod:`lalic_core.baseline_layers`) on noise features, or the first stages of a tiny
   model's analysis transform g_a (random or trained) on crops of the packaged photographs --
   and :func:`plot_erf_view` / :func:`plot_erf_comparison` draw them (the paper's ERF figure).
 - Latent correlation (:mod:`lalic_core.analysis.correlation`): :func:`compare_correlations`,
@@ -22,13 +24,21 @@ them in interactive views, :mod:`lalic_core.figures` saves them as the workbench
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from lalic_core.analysis.baselines import BLOCK_KINDS, make_stack
+from lalic_core.analysis.correlation import (
+    common_groups,
+    plot_correlation_comparison,
+    plot_correlation_models,
+)
+from lalic_core.analysis.scctx import plot_decode_grid, scctx_decode
+from lalic_core.baseline_layers import BLOCK_KINDS, make_stack
+from lalic_core.complexity import PAPER_SIZE, complexity_rows, format_complexity
+from lalic_core.rd import PUBLISHED_KODAK, plot_rd_kodak, zoo_bd_rows
 
 __all__ = [
     "BLOCK_LABELS",
@@ -63,7 +73,7 @@ __all__ = [
     "zoo_or_random",
 ]
 
-#: Display names of the block kinds of :mod:`lalic_core.analysis.baselines`.
+#: Display names of the block kinds of :mod:`lalic_core.baseline_layers`.
 BLOCK_LABELS = {
     "birwkv": "Bi-RWKV",
     "tcm": "TCM-style",
@@ -72,9 +82,6 @@ BLOCK_LABELS = {
     "global": "global attention",
 }
 
-#: Zoo entries and the preset each is built from (the fallback when it is missing).
-ZOO_PRESETS = {"lalic-tiny": "tiny", "lalic-tiny-scratch": "tiny", "tcm-tiny": "tiny-tcm",
-               "cnn-tiny": "tiny-cnn"}
 #: The zoo model whose transforms are made of each block kind (FAT-style and global attention
 #: have no trained transform): the controlled comparison, three presets of about 2.5M
 #: parameters trained from scratch with the same data and steps at quality 3.
@@ -107,8 +114,14 @@ def _check_kind(kind: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Models: the zoo, or random weights with a note
+# Models by zoo name: the zoo, or random weights with a note. (To be redirected to the one
+# name -> model factory; nothing else in this module resolves names.)
 # --------------------------------------------------------------------------------------------
+#: Zoo entries and the preset each is built from (the fallback when it is missing).
+ZOO_PRESETS = {"lalic-tiny": "tiny", "lalic-tiny-scratch": "tiny", "tcm-tiny": "tiny-tcm",
+               "cnn-tiny": "tiny-cnn"}
+
+
 @dataclass
 class ModelChoice:
     """A model for a notebook: ``trained`` says whether it came from the zoo; ``note`` says
@@ -477,336 +490,3 @@ def compare_correlations(models: Mapping[str, nn.Module], images: torch.Tensor |
         raise ValueError("compare_correlations: no models (`models` is empty)")
     images = demo_images() if images is None else images
     return {name: model_latent_correlation(model, images, k=k) for name, model in models.items()}
-
-
-def _group_panels(result, group: int | None):
-    """(title, map) of the overall map (group None) or one channel group."""
-    if group is None:
-        return "all channels", result.overall
-    start = sum(result.groups[:group])
-    size = result.groups[group]
-    return f"group {group} (ch {start}-{start + size - 1})", result.per_group[group]
-
-
-def common_groups(results: Mapping) -> list[int]:
-    """The channel groups shared by all results ([] when they differ)."""
-    groups = [list(r.groups) for r in results.values()]
-    return groups[0] if groups and all(g == groups[0] for g in groups) else []
-
-
-def plot_correlation_comparison(results: Mapping, groups: Sequence[int | None] | None = None,
-                                vmax: float = 0.3, annotate: bool = True):
-    """Correlation maps of (y - mu) / sigma: one row per model, one column per channel group
-    (``groups``: indices, None = all channels; default all channels then every group the
-    models share), and a bar chart of the mean |off-centre correlation| per group and model
-    (lower = less redundancy left). Returns the Figure."""
-    import numpy as np
-
-    from lalic_core.analysis.correlation import plot_correlation
-
-    if not results:
-        raise ValueError("plot_correlation_comparison: no results")
-    shared = common_groups(results)
-    if groups is None:
-        groups = [None, *range(len(shared))]
-    for g in groups:
-        if g is not None and not 0 <= g < len(shared):
-            raise ValueError(f"group {g} is not a channel group shared by all models "
-                             f"(shared groups: {shared})")
-    n_rows, n_cols = len(results), len(groups)
-    fig = _new_figure((2.9 * n_cols + 4.2, 2.7 * n_rows + 0.5), layout="constrained")
-    grid = fig.add_gridspec(n_rows, n_cols + 1, width_ratios=[1] * n_cols + [1.6])
-    for r, (name, result) in enumerate(results.items()):
-        for c, g in enumerate(groups):
-            ax = fig.add_subplot(grid[r, c])
-            title, m = _group_panels(result, g)
-            plot_correlation(m, ax=ax, title=title if r == 0 else None, vmax=vmax, cbar=False,
-                             annotate=annotate and m.shape[-1] <= 7)
-            ax.tick_params(labelsize=7)
-            if c == 0:
-                ax.set_ylabel(f"{name}\ndy")
-            if r < n_rows - 1:
-                ax.set_xlabel("")
-    ax = fig.add_subplot(grid[:, -1])
-    x = np.arange(len(groups))
-    width = 0.8 / len(results)
-    for j, (name, result) in enumerate(results.items()):
-        values = [result.mean_abs_offcentre(_group_panels(result, g)[1]) for g in groups]
-        ax.bar(x + (j - (len(results) - 1) / 2) * width, values, width, label=name)
-    ax.set_xticks(x, ["all" if g is None else f"g{g}" for g in groups])
-    ax.set_ylabel("mean |off-centre correlation|")
-    ax.set_title("redundancy left (lower is better)", fontsize=9)
-    ax.legend(fontsize=8)
-    ax.grid(True, axis="y", alpha=0.3)
-    mappable = next(a.collections[0] for a in fig.axes if a.collections)
-    fig.colorbar(mappable, ax=fig.axes[:-1], location="bottom", shrink=0.4, aspect=40,
-                 label=f"correlation (colour clipped at ±{vmax}; centre = 1)")
-    return fig
-
-
-def plot_correlation_models(results: Mapping, group: int | None = None, vmax: float = 0.3,
-                            annotate: bool = True):
-    """One channel group (None: all channels) side by side for every model, and a bar chart
-    of their mean |off-centre correlation| (lower = less redundancy left). Returns the
-    Figure."""
-    from lalic_core.analysis.correlation import plot_correlation
-
-    if not results:
-        raise ValueError("plot_correlation_models: no results")
-    shared = common_groups(results)
-    if group is not None and not 0 <= group < len(shared):
-        raise ValueError(f"group {group} is not a channel group shared by all models "
-                         f"(shared groups: {shared})")
-    n = len(results)
-    fig = _new_figure((3.3 * n + 3.4, 3.4), layout="constrained")
-    axes = fig.subplots(1, n + 1, width_ratios=[1] * n + [1.1])
-    means = []
-    for j, (ax, (name, result)) in enumerate(zip(axes, results.items())):
-        title, m = _group_panels(result, group)
-        plot_correlation(m, ax=ax, title=f"{name}\n{title}", vmax=vmax, cbar=j == n - 1,
-                         annotate=annotate and m.shape[-1] <= 7)
-        ax.title.set_fontsize(9)
-        means.append(result.mean_abs_offcentre(m))
-    ax = axes[-1]
-    ax.bar(range(n), means, color=[f"C{j}" for j in range(n)])
-    ax.set_xticks(range(n), list(results), rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("mean |off-centre correlation|", fontsize=8)
-    ax.set_title("redundancy left\n(lower is better)", fontsize=9)
-    ax.grid(True, axis="y", alpha=0.3)
-    return fig
-
-
-# --------------------------------------------------------------------------------------------
-# SCCTX decoding steps
-# --------------------------------------------------------------------------------------------
-def scctx_decode(model: nn.Module, image: torch.Tensor) -> tuple[list, dict]:
-    """Compress ``image`` ((1, 3, H, W) or (3, H, W) in [0, 1], padded centred to multiples of
-    64 here) with ``model`` (after ``update()``) and decode it step by step: returns
-    (:class:`~lalic_core.analysis.scctx.DecodeStep` list, the ``compress()`` output)."""
-    from lalic_core.analysis.scctx import decode_steps
-    from lalic_core.codec import pad_center
-
-    if image.dim() == 3:
-        image = image[None]
-    if image.dim() != 4 or image.shape[:2] != (1, 3):
-        raise ValueError(f"`image` must be (1, 3, H, W) or (3, H, W), got {tuple(image.shape)}")
-    x = pad_center(image.to(torch.float32), getattr(model, "downsampling_factor", 64))
-    with torch.inference_mode():
-        out = model.compress(x)
-    return list(decode_steps(model, out["strings"], out["shape"])), out
-
-
-def plot_decode_grid(steps: Sequence, image: int = 0):
-    """Every SCCTX step in one grid, a column per step: which positions of y are decoded so
-    far (share of the channels; the text gives the share of all of y), the scales the step
-    used (mean over the group's channels, log colours; grey: positions this pass did not
-    code), and the progressive reconstruction. Returns the Figure."""
-    import matplotlib
-    import numpy as np
-    from matplotlib.colors import LogNorm
-
-    if not steps:
-        raise ValueError("plot_decode_grid: no steps")
-    n = len(steps)
-    h, w = steps[0].x_hat.shape[-2:]
-    fig = _new_figure((1.9 * n + 1.2, 1.9 * 3 * h / w + 1.0), layout="constrained")
-    axes = fig.subplots(3, n, squeeze=False)
-    used = torch.cat([s.scales[image][s.step_mask[s.channels]] for s in steps])
-    norm = LogNorm(vmin=max(float(used.min()), 1e-2), vmax=float(used.max()))
-    cmap = matplotlib.colormaps["magma"].with_extremes(bad="0.85")
-    for j, s in enumerate(steps):
-        frac = s.mask.float().mean(0).cpu().numpy()
-        axes[0, j].imshow(frac, vmin=0, vmax=1, cmap="Blues")
-        axes[0, j].text(0.5, 0.5, f"{s.mask.float().mean():.0%} of y", ha="center",
-                        va="center", fontsize=9, transform=axes[0, j].transAxes,
-                        bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0})
-        axes[0, j].set_title(f"{j + 1}: g{s.group} {s.phase}\n+{s.bits / 1e3:.1f} kbit "
-                             f"(total {s.cumulative_bits / 1e3:.1f})", fontsize=8)
-        sm = s.step_mask[s.channels]
-        mean_scale = s.scales[image].sum(0) / sm.sum(0).clamp(min=1)
-        shown = np.where(sm.any(0).cpu().numpy(), mean_scale.cpu().numpy(), np.nan)
-        im = axes[1, j].imshow(shown, cmap=cmap, norm=norm)
-        axes[2, j].imshow(s.x_hat[image].permute(1, 2, 0).cpu().numpy())
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0, 0].set_ylabel("decoded\n(share of channels)", fontsize=8)
-    axes[1, 0].set_ylabel("scales used", fontsize=8)
-    axes[2, 0].set_ylabel("reconstruction", fontsize=8)
-    fig.colorbar(im, ax=axes[1, :].tolist(), location="right", shrink=0.9, label="σ (log)")
-    kbit = steps[-1].cumulative_bits / 1e3
-    fig.suptitle(f"SCCTX decoding, {n} steps: z ({steps[0].z_bits / 1e3:.1f} kbit) first, then "
-                 f"anchors and non-anchors of each channel group; {kbit:.1f} kbit in all = "
-                 f"{1e3 * kbit / (h * w):.3f} bpp (padded size {w}x{h})", fontsize=10)
-    return fig
-
-
-# --------------------------------------------------------------------------------------------
-# Complexity against the paper
-# --------------------------------------------------------------------------------------------
-PAPER_SIZE = (512, 768)
-
-
-def complexity_rows(presets: Sequence[str] = ("2222-conv", "2466-conv", "2466-convplus",
-                                              "2466-rwkv"),
-                    size: tuple[int, int] = PAPER_SIZE, elic: bool = False) -> list[dict]:
-    """Parameters and MACs of LALIC presets (and CompressAI's ELIC with ``elic=True``),
-    counted at ``size`` = (H, W) and scaled to the paper's 768x512 by the pixel ratio (exact
-    for these fully convolutional models when H, W are multiples of 64, BiWKV being linear
-    in tokens). One dict per model with the paper's numbers beside (:mod:`lalic_core.paper`).
-    """
-    from lalic_core.complexity import count_flops, count_params
-    from lalic_core.models.lalic import LALIC
-    from lalic_core.paper import ABLATION, TABLE1
-
-    h, w = (int(s) for s in size)
-    if h <= 0 or w <= 0 or h % 64 or w % 64:
-        raise ValueError(f"`size` must be (H, W) multiples of 64, got {size!r}")
-    factor = PAPER_SIZE[0] * PAPER_SIZE[1] / (h * w)
-    models: list[tuple[str, dict, Callable[[], nn.Module]]] = []
-    for name in presets:
-        paper = ABLATION.get(name) or ({**TABLE1["LALIC"], "label": "LALIC (paper model)"}
-                                       if name == "paper" else {})
-        models.append((name, paper, lambda name=name: LALIC.from_preset(name)))
-    if elic:
-        def make_elic():
-            from compressai.models import Elic2022Official
-
-            return Elic2022Official()
-        models.append(("ELIC (CompressAI)", {**TABLE1["ELIC"], "label": "ELIC"}, make_elic))
-    rows = []
-    for name, paper, make in models:
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            model = make()
-        params, flops = count_params(model), count_flops(model, (h, w))
-        rows.append({
-            "model": name,
-            "label": paper.get("label", name),
-            "params_m": params.inference / 1e6,
-            "gmacs": flops.gmacs * factor,
-            "gmacs_without_biwkv": flops.gmacs_without_biwkv * factor,
-            "gmacs_thop_style": flops.gmacs_thop_style * factor,
-            "paper_gflops": paper.get("gflops"),
-            "thop_vs_paper_pct": (100 * (flops.gmacs_thop_style * factor / paper["gflops"] - 1)
-                                  if paper.get("gflops") else None),
-            "paper_params_m": paper.get("params_m"),
-            "paper_bd_rate": paper.get("bd_rate", paper.get("bd_kodak")),
-            "counted_at": f"{w}x{h}",
-        })
-        del model
-    return rows
-
-
-def format_complexity(rows: Sequence[Mapping]) -> str:
-    """Markdown table of :func:`complexity_rows`: torch-counted GMACs with and without BiWKV,
-    thop-style GMACs (without BiWKV, transposed convolutions per output pixel) and how far
-    those are from the paper's "GFLOPs"."""
-    from lalic_core.paper import markdown_table
-
-    return markdown_table(list(rows), [
-        ("label", "model"), ("paper_params_m", "paper params (M)"),
-        ("params_m", "params (M)"), ("paper_gflops", "paper GFLOPs"),
-        ("gmacs", "GMACs (torch)"), ("gmacs_without_biwkv", "GMACs w/o BiWKV"),
-        ("gmacs_thop_style", "GMACs (thop-style)"), ("thop_vs_paper_pct", "thop vs paper (%)"),
-        ("paper_bd_rate", "paper BD-rate (%)"), ("counted_at", "counted at")])
-
-
-# --------------------------------------------------------------------------------------------
-# Rate-distortion against the paper
-# --------------------------------------------------------------------------------------------
-#: Published Kodak curves of :func:`lalic_core.rd.published_rd_dir`: (file stem, label).
-PUBLISHED_KODAK = (("kodak-lalic", "LALIC (paper)"), ("kodak-vtm91-compressai", "VTM-9.1"),
-                   ("kodak-elic2022-paper", "ELIC (paper)"), ("kodak-bpg", "BPG"),
-                   ("kodak-mbt2018-mean-compressai", "mbt2018-mean"), ("kodak-jpeg", "JPEG"))
-
-
-def _published_kodak() -> list:
-    from lalic_core.rd import load_rd, published_rd_dir
-
-    curves = []
-    for stem, label in PUBLISHED_KODAK:
-        curve = load_rd(published_rd_dir() / f"{stem}.json")
-        curve.name = label
-        curves.append(curve)
-    return curves
-
-
-def plot_rd_kodak(ours: Mapping | None = None, max_bpp: float = 1.6):
-    """The ``rd_kodak`` figure: PSNR against bpp on Kodak, the published points
-    (:data:`PUBLISHED_KODAK`, dashed) with our curves ``ours`` (name -> RDCurve, e.g.
-    :func:`lalic_core.figures.zoo_results`; single points drawn as stars) on the left, and a
-    close-up of ours beside JPEG and BPG on the right. ``ours`` is not modified. Returns the
-    Figure."""
-    from dataclasses import replace
-
-    from lalic_core.rd import plot_rd
-
-    if not (isinstance(max_bpp, (int, float)) and max_bpp > 0):
-        raise ValueError(f"`max_bpp` must be a positive number, got {max_bpp!r}")
-    curves = _published_kodak()
-    # fixed colours, so a curve looks the same in both panels
-    styles = {c.name: {"linestyle": "--", "alpha": 0.8, "color": f"C{i}"}
-              for i, c in enumerate(curves)}
-    ours = dict(ours or {})
-    for i, (name, curve) in enumerate(ours.items(), start=len(curves)):
-        curve = replace(curve, name=f"{name} (ours, CPU zoo)")
-        single = len(curve.bpp) == 1
-        styles[curve.name] = {"linewidth": 2.5, "color": f"C{i % 10}",
-                              "marker": "*" if single else "s", "markersize": 13 if single else 7}
-        curves.append(curve)
-    fig = _new_figure((13, 5))
-    axes = fig.subplots(1, 2)
-    plot_rd(curves, ax=axes[0], max_bpp=max_bpp, styles=styles,
-            title="Kodak: published points and our zoo")
-    axes[0].set_ylim(24, 40)
-    plot_rd([c for c in curves if "ours" in c.name or c.name in ("JPEG", "BPG")], ax=axes[1],
-            styles=styles, max_bpp=max_bpp,
-            title="Zoo close-up (controlled comparison: stars at q3)" if ours
-            else "zoo not evaluated")
-    if ours:
-        top = max(max(c.bpp) for c in ours.values())
-        axes[1].set_xlim(0, min(max_bpp, top * 1.6))
-        axes[1].set_ylim(23, max(max(c.quality("psnr")) for c in ours.values()) + 3)
-    fig.tight_layout()
-    return fig
-
-
-def zoo_bd_rows(ours: Mapping, anchors: Sequence[str] = ("kodak-jpeg", "kodak-vtm91-compressai"),
-                metric: str = "psnr") -> list[dict]:
-    """BD-rates (%) of our curves ``ours`` (name -> RDCurve) against published Kodak anchors
-    (file stems of :func:`lalic_core.rd.published_rd_dir`), with :func:`lalic_core.metrics
-    .bd_rate`. One dict per curve: "model", "points", "bpp", "psnr" (the points as text),
-    "vs <anchor label>" per anchor (None where it cannot be computed) and "note" (why not:
-    BD-rate needs at least 4 points per curve, and an overlapping quality range)."""
-    from dataclasses import replace
-
-    from lalic_core.rd import bd_rate_table, load_rd, published_rd_dir
-
-    labels = dict(PUBLISHED_KODAK)
-    anchor_curves = []
-    for stem in anchors:
-        path = published_rd_dir() / f"{stem}.json"
-        if not path.is_file():
-            raise ValueError(f"`anchors`: no published curve {stem!r} in {published_rd_dir()}")
-        anchor_curves.append((f"vs {labels.get(stem, stem)}", load_rd(path)))
-    comparable = [replace(curve, name=name) for name, curve in ours.items()
-                  if len(curve.bpp) >= 4]  # copies: the caller's names stay
-    results = {key: {r["name"]: r for r in bd_rate_table(anchor, comparable, metric)}
-               for key, anchor in anchor_curves}
-    rows = []
-    for name, curve in ours.items():
-        row = {"model": name, "points": len(curve.bpp),
-               "bpp": ", ".join(f"{b:.3f}" for b in curve.bpp),
-               metric: ", ".join(f"{q:.2f}" for q in curve.quality(metric))}
-        notes = []
-        for key, _ in anchor_curves:
-            result = results[key].get(name)
-            row[key] = None if result is None or "error" in result else result["bd_rate"]
-            if result is not None and "error" in result:
-                notes.append(f"{key}: {result['error']}")
-        if len(curve.bpp) < 4:
-            notes.append(f"{len(curve.bpp)} point(s): BD-rate needs at least 4 per curve")
-        row["note"] = "; ".join(notes)
-        rows.append(row)
-    return rows

@@ -7,6 +7,10 @@ package, the shipped zoo and, where present, the project's shared data (publishe
     python -m lalic_core.figures                 # all figures into figures/
     python -m lalic_core.figures --list          # what exists and what it corresponds to
     python -m lalic_core.figures erf rd_kodak    # only some
+
+Reproducible: a second run rewrites the same bytes (fixed seeds, one torch thread, SVGs with a
+fixed ``svg.hashsalt`` and no date, PNGs without software/version metadata) and nothing timed is
+drawn; timing plots are written by ``benchmarks/`` under ``build/``.
 """
 from __future__ import annotations
 
@@ -47,28 +51,25 @@ def shared_data_dir() -> Path | None:
     return path if path.is_dir() else None
 
 
+#: savefig metadata that would change from run to run or machine to machine.
+PNG_METADATA = {"Software": None}
+SVG_METADATA = {"Date": None, "Creator": None}
+
+
 def _save(fig, out_dir: Path, stem: str, svg: bool = False) -> list[Path]:
-    paths = [out_dir / f"{stem}.png"]
-    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
-    if svg:
-        paths.append(out_dir / f"{stem}.svg")
-        fig.savefig(paths[-1], bbox_inches="tight")
+    """``stem.png`` (and ``stem.svg``) without varying metadata; closes ``fig``."""
     import matplotlib.pyplot as plt
 
+    paths = [out_dir / f"{stem}.png"]
+    fig.savefig(paths[0], dpi=150, bbox_inches="tight", metadata=PNG_METADATA)
+    if svg:
+        paths.append(out_dir / f"{stem}.svg")
+        fig.savefig(paths[-1], bbox_inches="tight", metadata=SVG_METADATA)
     plt.close(fig)
     return paths
 
 
 # --------------------------------------------------------------------------- figures
-
-
-@figure("biwkv_scaling", "The paper's linear-complexity claim: BiWKV is linear in tokens "
-        "(vs. quadratic softmax attention)")
-def biwkv_scaling(out_dir: Path) -> list[Path]:
-    from lalic_core.ops.biwkv.scaling import plot_scaling, scaling_sweep
-
-    rows = scaling_sweep()
-    return _save(plot_scaling(rows), out_dir, "biwkv_scaling", svg=True)
 
 
 @figure("erf_comparison", "The paper's ERF figure: Bi-RWKV vs TCM/FAT-style windows vs CNN vs "
@@ -122,21 +123,14 @@ def scctx_steps(out_dir: Path) -> list[Path]:
     return _save(fig, out_dir, "scctx_steps")
 
 
-@figure("complexity_scaling", "The paper's complexity claim: one block's time and FLOPs vs resolution, "
-        "Bi-RWKV vs window attention vs CNN vs global attention")
+@figure("complexity_scaling", "The paper's complexity claim: one block's FLOPs vs resolution, "
+        "Bi-RWKV vs window attention vs CNN vs global attention (timings: benchmarks/)")
 def complexity_scaling(out_dir: Path) -> list[Path]:
-    import torch
-
     from lalic_core.analysis.complexity_sweep import plot_sweep, sweep
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: timings that do not depend on the machine's load
-    try:
-        rows = sweep(dim=64, resolutions=(16, 32, 64, 96, 128), repeats=3)
-    finally:
-        torch.set_num_threads(threads)
-    fig = plot_sweep(rows, title="One block (64 channels, batch 1, CPU, 1 thread) against the "
-                     "number of tokens")
+    rows = sweep(dim=64, resolutions=(16, 32, 64, 96, 128), repeats=1, time_budget_s=None)
+    fig = plot_sweep(rows, title="One block (64 channels, batch 1) against the number of tokens",
+                     quantities=("gflops",))
     return _save(fig, out_dir, "complexity_scaling", svg=True)
 
 
@@ -165,10 +159,21 @@ def rd_kodak(out_dir: Path) -> list[Path]:
     return _save(plot_rd_kodak(zoo_results()), out_dir, "rd_kodak", svg=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _reproducible() -> None:
+    """Headless matplotlib with a fixed SVG id salt, one torch thread, seeded RNGs."""
     import matplotlib
+    import torch
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "lalic-workbench"
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    _reproducible()
     parser = argparse.ArgumentParser(prog="python -m lalic_core.figures",
                                      description="Regenerate the workbench's figures.")
     parser.add_argument("names", nargs="*", help="figures to make (default: all)")
@@ -186,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for name in args.names or list(REGISTRY):
         start = time.perf_counter()
+        torch.manual_seed(0)  # each figure the same alone as in a full run
         try:
             paths = REGISTRY[name].make(args.out)
         except Exception as exc:  # noqa: BLE001 -- keep going: one broken figure must not hide the others

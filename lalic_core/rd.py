@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from .metrics import bd_psnr, bd_rate
 __all__ = [
     "METRICS",
     "PAPER_BD_RATES",
+    "PUBLISHED_KODAK",
     "RDCurve",
     "bd_rate_table",
     "format_bd_table",
@@ -34,8 +35,10 @@ __all__ = [
     "merge_reports",
     "paper_bd_rates",
     "plot_rd",
+    "plot_rd_kodak",
     "published_rd_dir",
     "save_rd",
+    "zoo_bd_rows",
 ]
 
 #: Quality metrics understood by :meth:`RDCurve.quality` (name in the JSON -> axis label).
@@ -293,3 +296,95 @@ def format_bd_table(rows: Sequence[Mapping], reference: Mapping[str, float] | No
             line += f" {ref:.2f} |" if ref is not None else " |"
         lines.append(line)
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Kodak: the published points and our zoo
+# --------------------------------------------------------------------------------------------
+#: Published Kodak curves of :func:`lalic_core.rd.published_rd_dir`: (file stem, label).
+PUBLISHED_KODAK = (("kodak-lalic", "LALIC (paper)"), ("kodak-vtm91-compressai", "VTM-9.1"),
+                   ("kodak-elic2022-paper", "ELIC (paper)"), ("kodak-bpg", "BPG"),
+                   ("kodak-mbt2018-mean-compressai", "mbt2018-mean"), ("kodak-jpeg", "JPEG"))
+
+
+def _published_kodak() -> list:
+    curves = []
+    for stem, label in PUBLISHED_KODAK:
+        curve = load_rd(published_rd_dir() / f"{stem}.json")
+        curve.name = label
+        curves.append(curve)
+    return curves
+
+
+def plot_rd_kodak(ours: Mapping | None = None, max_bpp: float = 1.6):
+    """The ``rd_kodak`` figure: PSNR against bpp on Kodak, the published points
+    (:data:`PUBLISHED_KODAK`, dashed) with our curves ``ours`` (name -> RDCurve, e.g.
+    :func:`lalic_core.figures.zoo_results`; single points drawn as stars) on the left, and a
+    close-up of ours beside JPEG and BPG on the right. ``ours`` is not modified. Returns the
+    Figure."""
+    from matplotlib.figure import Figure
+
+    if not (isinstance(max_bpp, (int, float)) and max_bpp > 0):
+        raise ValueError(f"`max_bpp` must be a positive number, got {max_bpp!r}")
+    curves = _published_kodak()
+    # fixed colours, so a curve looks the same in both panels
+    styles = {c.name: {"linestyle": "--", "alpha": 0.8, "color": f"C{i}"}
+              for i, c in enumerate(curves)}
+    ours = dict(ours or {})
+    for i, (name, curve) in enumerate(ours.items(), start=len(curves)):
+        curve = replace(curve, name=f"{name} (ours, CPU zoo)")
+        single = len(curve.bpp) == 1
+        styles[curve.name] = {"linewidth": 2.5, "color": f"C{i % 10}",
+                              "marker": "*" if single else "s", "markersize": 13 if single else 7}
+        curves.append(curve)
+    fig = Figure((13, 5))
+    axes = fig.subplots(1, 2)
+    plot_rd(curves, ax=axes[0], max_bpp=max_bpp, styles=styles,
+            title="Kodak: published points and our zoo")
+    axes[0].set_ylim(24, 40)
+    plot_rd([c for c in curves if "ours" in c.name or c.name in ("JPEG", "BPG")], ax=axes[1],
+            styles=styles, max_bpp=max_bpp,
+            title="Zoo close-up (controlled comparison: stars at q3)" if ours
+            else "zoo not evaluated")
+    if ours:
+        top = max(max(c.bpp) for c in ours.values())
+        axes[1].set_xlim(0, min(max_bpp, top * 1.6))
+        axes[1].set_ylim(23, max(max(c.quality("psnr")) for c in ours.values()) + 3)
+    fig.tight_layout()
+    return fig
+
+
+def zoo_bd_rows(ours: Mapping, anchors: Sequence[str] = ("kodak-jpeg", "kodak-vtm91-compressai"),
+                metric: str = "psnr") -> list[dict]:
+    """BD-rates (%) of our curves ``ours`` (name -> RDCurve) against published Kodak anchors
+    (file stems of :func:`lalic_core.rd.published_rd_dir`), with :func:`lalic_core.metrics
+    .bd_rate`. One dict per curve: "model", "points", "bpp", "psnr" (the points as text),
+    "vs <anchor label>" per anchor (None where it cannot be computed) and "note" (why not:
+    BD-rate needs at least 4 points per curve, and an overlapping quality range)."""
+    labels = dict(PUBLISHED_KODAK)
+    anchor_curves = []
+    for stem in anchors:
+        path = published_rd_dir() / f"{stem}.json"
+        if not path.is_file():
+            raise ValueError(f"`anchors`: no published curve {stem!r} in {published_rd_dir()}")
+        anchor_curves.append((f"vs {labels.get(stem, stem)}", load_rd(path)))
+    comparable = [replace(curve, name=name) for name, curve in ours.items()
+                  if len(curve.bpp) >= 4]  # copies: the caller's names stay
+    results = {key: {r["name"]: r for r in bd_rate_table(anchor, comparable, metric)}
+               for key, anchor in anchor_curves}
+    rows = []
+    for name, curve in ours.items():
+        row = {"model": name, "points": len(curve.bpp),
+               "bpp": ", ".join(f"{b:.3f}" for b in curve.bpp),
+               metric: ", ".join(f"{q:.2f}" for q in curve.quality(metric))}
+        notes = []
+        for key, _ in anchor_curves:
+            result = results[key].get(name)
+            row[key] = None if result is None or "error" in result else result["bd_rate"]
+            if result is not None and "error" in result:
+                notes.append(f"{key}: {result['error']}")
+        if len(curve.bpp) < 4:
+            notes.append(f"{len(curve.bpp)} point(s): BD-rate needs at least 4 per curve")
+        row["note"] = "; ".join(notes)
+        rows.append(row)
+    return rows

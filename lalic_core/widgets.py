@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: F401  (in a kernel: enables the inline 
 from IPython.display import display
 
 from lalic_core import explore
-from lalic_core.analysis.baselines import BLOCK_KINDS
+from lalic_core.baseline_layers import BLOCK_KINDS
 
 __all__ = [
     "CorrelationView",

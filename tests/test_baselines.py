@@ -1,4 +1,4 @@
-"""lalic_core.analysis.baselines (and the complexity sweep that runs them)."""
+"""lalic_core.baseline_layers (and the complexity sweep that runs them)."""
 
 import math
 
@@ -9,7 +9,8 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from lalic_core.analysis.baselines import (
+from lalic_core.analysis.complexity_sweep import format_sweep, plot_sweep, sweep
+from lalic_core.baseline_layers import (
     BLOCK_KINDS,
     FMFFN,
     RelPosWindowAttention,
@@ -17,7 +18,6 @@ from lalic_core.analysis.baselines import (
     make_block,
     make_stack,
 )
-from lalic_core.analysis.complexity_sweep import format_sweep, plot_sweep, sweep
 
 TORCH_KINDS = ["tcm", "fat", "cnn", "global"]
 
@@ -141,6 +141,11 @@ def test_complexity_sweep_tiny():
     fig = plot_sweep(rows)
     assert len(fig.axes) == 2
     plt.close(fig)
+    fig = plot_sweep(rows, quantities=("gflops",))  # make figures: nothing timed
+    assert [ax.get_ylabel() for ax in fig.axes] == ["GFLOPs"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="quantities"):
+        plot_sweep(rows, quantities=("seconds",))
     with pytest.raises(ValueError, match="kinds"):
         sweep(kinds=("swin",))
 

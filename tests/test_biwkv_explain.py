@@ -1,4 +1,4 @@
-"""lalic_core.ops.biwkv.explain: the implied attention matrix, its plots, backend errors."""
+"""lalic_core.analysis.biwkv_explain: the implied attention matrix, its plots, backend errors."""
 from __future__ import annotations
 
 import matplotlib
@@ -9,8 +9,7 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from lalic_core.ops.biwkv import biwkv, triton_available
-from lalic_core.ops.biwkv.explain import (
+from lalic_core.analysis.biwkv_explain import (
     attention_weights,
     compare_backends,
     format_errors,
@@ -18,6 +17,7 @@ from lalic_core.ops.biwkv.explain import (
     plot_weight_profile,
     weights_explorer,
 )
+from lalic_core.ops.biwkv import biwkv, triton_available
 
 
 def _inputs(B=2, T=23, C=5, seed=0):

@@ -1,11 +1,16 @@
-"""The scaling sweep behind figures/biwkv_scaling.png: the attentions it times compute what
-they claim, and the sweep and plot run (tiny sizes; timings are not checked)."""
+"""benchmarks/biwkv_scaling.py: the attentions it times compute what they claim, and the
+sweep and plot run (tiny sizes; timings are not checked)."""
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from lalic_core.ops.biwkv.scaling import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from biwkv_scaling import (
     full_attention,
     grid_shape,
     plot_scaling,

@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from lalic_core.analysis.baselines import make_stack
 from lalic_core.analysis.erf import (
     area_ratios,
     compute_erf,
@@ -17,6 +16,7 @@ from lalic_core.analysis.erf import (
     plot_erf_grid,
     scale_erf,
 )
+from lalic_core.baseline_layers import make_stack
 
 
 def _inputs(n=4, c=8, size=32, seed=0):

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 
 import torch
 
-from .baselines import BLOCK_KINDS, make_block
+from ..baseline_layers import BLOCK_KINDS, make_block
 
-__all__ = ["format_sweep", "measure_block", "plot_sweep", "sweep"]
+__all__ = ["QUANTITIES", "format_sweep", "measure_block", "plot_sweep", "sweep"]
 
 
 def _sync(device: torch.device) -> None:
@@ -174,19 +174,28 @@ def format_sweep(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_sweep(rows: Sequence[dict], title: str | None = None):
-    """Log-log plots of time and GFLOPs (and peak memory when measured) against the number of
-    tokens, one line per block kind, with T and T^2 guide slopes; returns the Figure."""
+#: What :func:`plot_sweep` can draw, one panel each: row key -> axis label.
+QUANTITIES = {"ms": "forward time (ms)", "gflops": "GFLOPs", "peak_mib": "peak memory (MiB)"}
+
+
+def plot_sweep(rows: Sequence[dict], title: str | None = None,
+               quantities: Sequence[str] = tuple(QUANTITIES)):
+    """Log-log plots of ``quantities`` (default time, GFLOPs and peak memory when measured)
+    against the number of tokens, one line per block kind, with T and T^2 guide slopes;
+    returns the Figure."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
+    unknown = [q for q in quantities if q not in QUANTITIES]
+    if unknown or not quantities:
+        raise ValueError(f"quantities must be taken from {tuple(QUANTITIES)}, got {quantities!r}")
     measured = [r for r in rows if not r["skipped"]]
     if not measured:
         raise ValueError("no measured rows to plot")
-    panels = [("ms", "forward time (ms)"), ("gflops", "GFLOPs")]
-    if any(r["peak_mib"] is not None for r in measured):
-        panels.append(("peak_mib", "peak memory (MiB)"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    panels = [(q, QUANTITIES[q]) for q in quantities
+              if q != "peak_mib" or any(r["peak_mib"] is not None for r in measured)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    axes = axes[0]
     kinds = list(dict.fromkeys(r["kind"] for r in measured))
     for ax, (key, label) in zip(axes, panels):
         for kind in kinds:

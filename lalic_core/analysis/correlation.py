@@ -17,7 +17,7 @@ entropy models during an eval-mode forward pass.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -26,12 +26,15 @@ from torch import nn
 __all__ = [
     "LatentCorrelation",
     "LatentStatistics",
+    "common_groups",
     "latent_correlation",
     "latent_statistics",
     "model_latent_correlation",
     "normalised_residual",
     "plot_correlation",
+    "plot_correlation_comparison",
     "plot_correlation_groups",
+    "plot_correlation_models",
     "spatial_correlation",
 ]
 
@@ -288,4 +291,103 @@ def plot_correlation_groups(result: LatentCorrelation, title: str | None = None,
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Several models side by side
+# --------------------------------------------------------------------------------------------
+def _group_panels(result, group: int | None):
+    """(title, map) of the overall map (group None) or one channel group."""
+    if group is None:
+        return "all channels", result.overall
+    start = sum(result.groups[:group])
+    size = result.groups[group]
+    return f"group {group} (ch {start}-{start + size - 1})", result.per_group[group]
+
+
+def common_groups(results: Mapping) -> list[int]:
+    """The channel groups shared by all results ([] when they differ)."""
+    groups = [list(r.groups) for r in results.values()]
+    return groups[0] if groups and all(g == groups[0] for g in groups) else []
+
+
+def plot_correlation_comparison(results: Mapping, groups: Sequence[int | None] | None = None,
+                                vmax: float = 0.3, annotate: bool = True):
+    """Correlation maps of (y - mu) / sigma: one row per model, one column per channel group
+    (``groups``: indices, None = all channels; default all channels then every group the
+    models share), and a bar chart of the mean |off-centre correlation| per group and model
+    (lower = less redundancy left). Returns the Figure."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    if not results:
+        raise ValueError("plot_correlation_comparison: no results")
+    shared = common_groups(results)
+    if groups is None:
+        groups = [None, *range(len(shared))]
+    for g in groups:
+        if g is not None and not 0 <= g < len(shared):
+            raise ValueError(f"group {g} is not a channel group shared by all models "
+                             f"(shared groups: {shared})")
+    n_rows, n_cols = len(results), len(groups)
+    fig = Figure((2.9 * n_cols + 4.2, 2.7 * n_rows + 0.5), layout="constrained")
+    grid = fig.add_gridspec(n_rows, n_cols + 1, width_ratios=[1] * n_cols + [1.6])
+    for r, (name, result) in enumerate(results.items()):
+        for c, g in enumerate(groups):
+            ax = fig.add_subplot(grid[r, c])
+            title, m = _group_panels(result, g)
+            plot_correlation(m, ax=ax, title=title if r == 0 else None, vmax=vmax, cbar=False,
+                             annotate=annotate and m.shape[-1] <= 7)
+            ax.tick_params(labelsize=7)
+            if c == 0:
+                ax.set_ylabel(f"{name}\ndy")
+            if r < n_rows - 1:
+                ax.set_xlabel("")
+    ax = fig.add_subplot(grid[:, -1])
+    x = np.arange(len(groups))
+    width = 0.8 / len(results)
+    for j, (name, result) in enumerate(results.items()):
+        values = [result.mean_abs_offcentre(_group_panels(result, g)[1]) for g in groups]
+        ax.bar(x + (j - (len(results) - 1) / 2) * width, values, width, label=name)
+    ax.set_xticks(x, ["all" if g is None else f"g{g}" for g in groups])
+    ax.set_ylabel("mean |off-centre correlation|")
+    ax.set_title("redundancy left (lower is better)", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    mappable = next(a.collections[0] for a in fig.axes if a.collections)
+    fig.colorbar(mappable, ax=fig.axes[:-1], location="bottom", shrink=0.4, aspect=40,
+                 label=f"correlation (colour clipped at ±{vmax}; centre = 1)")
+    return fig
+
+
+def plot_correlation_models(results: Mapping, group: int | None = None, vmax: float = 0.3,
+                            annotate: bool = True):
+    """One channel group (None: all channels) side by side for every model, and a bar chart
+    of their mean |off-centre correlation| (lower = less redundancy left). Returns the
+    Figure."""
+    from matplotlib.figure import Figure
+
+    if not results:
+        raise ValueError("plot_correlation_models: no results")
+    shared = common_groups(results)
+    if group is not None and not 0 <= group < len(shared):
+        raise ValueError(f"group {group} is not a channel group shared by all models "
+                         f"(shared groups: {shared})")
+    n = len(results)
+    fig = Figure((3.3 * n + 3.4, 3.4), layout="constrained")
+    axes = fig.subplots(1, n + 1, width_ratios=[1] * n + [1.1])
+    means = []
+    for j, (ax, (name, result)) in enumerate(zip(axes, results.items())):
+        title, m = _group_panels(result, group)
+        plot_correlation(m, ax=ax, title=f"{name}\n{title}", vmax=vmax, cbar=j == n - 1,
+                         annotate=annotate and m.shape[-1] <= 7)
+        ax.title.set_fontsize(9)
+        means.append(result.mean_abs_offcentre(m))
+    ax = axes[-1]
+    ax.bar(range(n), means, color=[f"C{j}" for j in range(n)])
+    ax.set_xticks(range(n), list(results), rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("mean |off-centre correlation|", fontsize=8)
+    ax.set_title("redundancy left\n(lower is better)", fontsize=9)
+    ax.grid(True, axis="y", alpha=0.3)
     return fig

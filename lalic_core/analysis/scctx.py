@@ -17,13 +17,15 @@ exactly (tested).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+from compressai.ops import compute_padding
 from torch import Tensor
 
-__all__ = ["DecodeStep", "decode_steps", "plot_decode_step"]
+__all__ = ["DecodeStep", "decode_steps", "plot_decode_grid", "plot_decode_step", "scctx_decode"]
 
 
 @dataclass
@@ -243,4 +245,70 @@ def plot_decode_step(steps: list[DecodeStep], index: int, *, image: int = 0, fig
         a.set_xticks([])
         a.set_yticks([])
     fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# A whole decode: compress an image, then every step in one grid
+# --------------------------------------------------------------------------------------------
+def scctx_decode(model: torch.nn.Module, image: Tensor) -> tuple[list, dict]:
+    """Compress ``image`` ((1, 3, H, W) or (3, H, W) in [0, 1], padded centred to multiples of
+    64 here) with ``model`` (after ``update()``) and decode it step by step: returns
+    (:class:`DecodeStep` list, the ``compress()`` output)."""
+
+    if image.dim() == 3:
+        image = image[None]
+    if image.dim() != 4 or image.shape[:2] != (1, 3):
+        raise ValueError(f"`image` must be (1, 3, H, W) or (3, H, W), got {tuple(image.shape)}")
+    multiple = getattr(model, "downsampling_factor", 64)
+    pad, _ = compute_padding(*image.shape[-2:], min_div=multiple)  # centred, extra bottom/right
+    x = F.pad(image.to(torch.float32), pad, mode="constant", value=0.0)
+    with torch.inference_mode():
+        out = model.compress(x)
+    return list(decode_steps(model, out["strings"], out["shape"])), out
+
+
+def plot_decode_grid(steps: Sequence, image: int = 0):
+    """Every SCCTX step in one grid, a column per step: which positions of y are decoded so
+    far (share of the channels; the text gives the share of all of y), the scales the step
+    used (mean over the group's channels, log colours; grey: positions this pass did not
+    code), and the progressive reconstruction. Returns the Figure."""
+    import matplotlib
+    import numpy as np
+    from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
+
+    if not steps:
+        raise ValueError("plot_decode_grid: no steps")
+    n = len(steps)
+    h, w = steps[0].x_hat.shape[-2:]
+    fig = Figure((1.9 * n + 1.2, 1.9 * 3 * h / w + 1.0), layout="constrained")
+    axes = fig.subplots(3, n, squeeze=False)
+    used = torch.cat([s.scales[image][s.step_mask[s.channels]] for s in steps])
+    norm = LogNorm(vmin=max(float(used.min()), 1e-2), vmax=float(used.max()))
+    cmap = matplotlib.colormaps["magma"].with_extremes(bad="0.85")
+    for j, s in enumerate(steps):
+        frac = s.mask.float().mean(0).cpu().numpy()
+        axes[0, j].imshow(frac, vmin=0, vmax=1, cmap="Blues")
+        axes[0, j].text(0.5, 0.5, f"{s.mask.float().mean():.0%} of y", ha="center",
+                        va="center", fontsize=9, transform=axes[0, j].transAxes,
+                        bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0})
+        axes[0, j].set_title(f"{j + 1}: g{s.group} {s.phase}\n+{s.bits / 1e3:.1f} kbit "
+                             f"(total {s.cumulative_bits / 1e3:.1f})", fontsize=8)
+        sm = s.step_mask[s.channels]
+        mean_scale = s.scales[image].sum(0) / sm.sum(0).clamp(min=1)
+        shown = np.where(sm.any(0).cpu().numpy(), mean_scale.cpu().numpy(), np.nan)
+        im = axes[1, j].imshow(shown, cmap=cmap, norm=norm)
+        axes[2, j].imshow(s.x_hat[image].permute(1, 2, 0).cpu().numpy())
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].set_ylabel("decoded\n(share of channels)", fontsize=8)
+    axes[1, 0].set_ylabel("scales used", fontsize=8)
+    axes[2, 0].set_ylabel("reconstruction", fontsize=8)
+    fig.colorbar(im, ax=axes[1, :].tolist(), location="right", shrink=0.9, label="σ (log)")
+    kbit = steps[-1].cumulative_bits / 1e3
+    fig.suptitle(f"SCCTX decoding, {n} steps: z ({steps[0].z_bits / 1e3:.1f} kbit) first, then "
+                 f"anchors and non-anchors of each channel group; {kbit:.1f} kbit in all = "
+                 f"{1e3 * kbit / (h * w):.3f} bpp (padded size {w}x{h})", fontsize=10)
     return fig

@@ -59,7 +59,7 @@ __all__ = ["LALIC", "PRESETS", "TRANSFORM_BLOCKS", "LALICConfig", "infer_config"
 def _blocks(dim: int, depth: int, hidden_rate: int, kind: str = "birwkv") -> list[nn.Module]:
     if kind == "birwkv":
         return [BiRWKVBlock(dim, hidden_rate=hidden_rate) for _ in range(depth)]
-    from lalic_core.analysis.baselines import make_stack  # comparison blocks only
+    from lalic_core.baseline_layers import make_stack  # comparison blocks only
 
     return list(make_stack(kind, dim, depth)) if depth else []
 

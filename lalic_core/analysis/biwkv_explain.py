@@ -24,6 +24,8 @@ import sys
 
 import torch
 
+from lalic_core.ops.biwkv import biwkv, triton_available
+
 __all__ = [
     "attention_weights",
     "compare_backends",
@@ -169,8 +171,6 @@ def _make_inputs(B: int, T: int, C: int, dtype: torch.dtype, seed: int):
 
 
 def _errors_here(backends, shape, dtypes, seed) -> list[dict]:
-    from lalic_core.ops.biwkv import biwkv
-
     rows = []
     B, T, C = shape
     for dtype_name in dtypes:
@@ -193,7 +193,7 @@ def _errors_here(backends, shape, dtypes, seed) -> list[dict]:
 def _errors_interpreted(backends, shape, dtypes, seed, timeout: float) -> list[dict]:
     """:func:`_errors_here` in a fresh Python with TRITON_INTERPRET=1 (Triton reads it on
     import, so it cannot be switched on inside a process that imported Triton already)."""
-    code = ("import json, sys; from lalic_core.ops.biwkv.explain import _errors_here; "
+    code = ("import json, sys; from lalic_core.analysis.biwkv_explain import _errors_here; "
             "a = json.loads(sys.argv[1]); "
             "print('ROWS' + json.dumps(_errors_here(*a)))")
     args = json.dumps([list(backends), list(shape), list(dtypes), seed])
@@ -216,8 +216,6 @@ def compare_backends(backends=("torch", "triton"), shape=(2, 64, 16),
     else on the CPU interpreter in a subprocess (small shapes only: it is slow); when Triton
     is not installed its row says so (``"skipped"``).
     """
-    from lalic_core.ops.biwkv import triton_available
-
     backends, shape, dtypes = list(backends), tuple(int(s) for s in shape), list(dtypes)
     rows = _errors_here([b for b in backends if b != "triton"], shape, dtypes, seed)
     if "triton" in backends:

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import BiRWKVBlock
+
 __all__ = [
     "BLOCK_KINDS",
     "FDWA",
@@ -393,8 +395,6 @@ def make_block(kind: str, dim: int, *, shifted: bool = False, **kwargs) -> nn.Mo
     if not isinstance(dim, int) or dim <= 0:
         raise ValueError(f"dim must be a positive int, got {dim!r}")
     if kind == "birwkv":
-        from ..layers import BiRWKVBlock  # lazy: the layers pull in the BiWKV kernels
-
         return BiRWKVBlock(dim, hidden_rate=kwargs.pop("hidden_rate", 4), **kwargs)
     if kind == "tcm":
         return TCMBlock(dim, shifted=shifted, **kwargs)

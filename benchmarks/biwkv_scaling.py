@@ -1,20 +1,33 @@
 """How BiWKV's cost grows with the number of tokens, next to softmax attention.
 
-Used by ``benchmarks/biwkv.py`` and ``make figures`` (figure ``biwkv_scaling``): forward
-time of BiWKV (fast CPU path), full softmax attention (``scaled_dot_product_attention``
-over all T tokens) and 8x8 window attention (non-overlapping windows of 64 tokens, as in
+    .venv/bin/python benchmarks/biwkv_scaling.py            # sweep, plot to build/ (minutes)
+    .venv/bin/python benchmarks/biwkv_scaling.py --quick    # T = 1k..16k (seconds)
+
+Also imported by ``benchmarks/biwkv.py`` and ``notebooks/01_biwkv.ipynb`` (live table). Timings
+depend on the machine, so the plot is written under ``build/``, never into the tracked
+``figures/``.
+
+Measures the forward time of BiWKV (fast CPU path), full softmax attention
+(``scaled_dot_product_attention`` over all T tokens) and 8x8 window attention (non-overlapping windows of 64 tokens, as in
 Swin-style codecs) at equal T and C. The paper's point (Sec. 3): BiWKV is linear in T like
 window attention, but every token sees the whole image, which full attention pays for with
 T^2.
 """
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a clone without installing the package
+    sys.path.insert(0, str(ROOT))
 
 from lalic_core.ops.biwkv import biwkv
 
@@ -151,3 +164,19 @@ def plot_scaling(rows: list[dict], channels: int = 96, threads: int | None = Non
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="BiWKV vs softmax attention: time against T.")
+    parser.add_argument("--quick", action="store_true", help="T = 1k..16k only")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "biwkv_scaling.png")
+    args = parser.parse_args(argv)
+    rows = scaling_sweep(DEFAULT_TOKENS[:5] if args.quick else DEFAULT_TOKENS)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    plot_scaling(rows).savefig(args.out, dpi=150, bbox_inches="tight")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
