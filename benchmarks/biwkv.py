@@ -29,14 +29,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lalic_core.ops.biwkv import biwkv
-from lalic_core.ops.biwkv.scaling import (
+from biwkv_scaling import (  # benchmarks/biwkv_scaling.py, beside this script
     DEFAULT_TOKENS,
     median_time,
     plot_scaling,
     scaling_sweep,
     wall_times,
 )
+
+from lalic_core.ops.biwkv import biwkv
 
 #: (T, C) of the Bi-RWKV stages at 768x512 (Kodak): H*W at 1/2, 1/4, 1/8, 1/16 (two widths).
 LALIC_SHAPES = [(384 * 256, 96), (192 * 128, 144), (96 * 64, 256), (48 * 32, 256), (48 * 32, 320)]

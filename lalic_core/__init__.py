@@ -22,7 +22,7 @@ _EXPORTS = {
     "psnr": "lalic_core.metrics",
     "ms_ssim": "lalic_core.metrics",
 }
-_SUBMODULES = {"analysis", "checkpoint", "codec", "complexity", "data", "errors", "images",
+_SUBMODULES = {"analysis", "baseline_layers", "checkpoint", "codec", "complexity", "data", "errors", "images",
                "layers", "metrics", "models", "ops", "rd", "train", "training", "zoo",
                "entropy_models", "figures"}
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lalic_core import zoo
 from lalic_core.analysis.correlation import (
     common_groups,
     plot_correlation_comparison,
@@ -38,6 +39,7 @@ from lalic_core.analysis.correlation import (
 from lalic_core.analysis.scctx import plot_decode_grid, scctx_decode
 from lalic_core.baseline_layers import BLOCK_KINDS, make_stack
 from lalic_core.complexity import PAPER_SIZE, complexity_rows, format_complexity
+from lalic_core.models.factory import build_model
 from lalic_core.rd import PUBLISHED_KODAK, plot_rd_kodak, zoo_bd_rows
 
 __all__ = [
@@ -114,8 +116,8 @@ def _check_kind(kind: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Models by zoo name: the zoo, or random weights with a note. (To be redirected to the one
-# name -> model factory; nothing else in this module resolves names.)
+# Models by zoo name: the zoo (zoo.load), or random weights of a preset (models.factory)
+# with a note; nothing else in this module resolves names.
 # --------------------------------------------------------------------------------------------
 #: Zoo entries and the preset each is built from (the fallback when it is missing).
 ZOO_PRESETS = {"lalic-tiny": "tiny", "lalic-tiny-scratch": "tiny", "tcm-tiny": "tiny-tcm",
@@ -140,9 +142,6 @@ def zoo_or_random(name: str, quality: int = 3, *, preset: str | None = None, see
     """The zoo model ``name:quality`` (eval mode, coder tables built) when the zoo has it and
     it loads; else a randomly initialised model of ``preset`` (default: the zoo entry's own
     preset, :data:`ZOO_PRESETS`), seeded, in eval mode with its coder tables built."""
-    from lalic_core import zoo
-    from lalic_core.models.lalic import LALIC
-
     preset = preset or ZOO_PRESETS.get(name)
     if (name, quality) in zoo.available(weights_dir):
         try:
@@ -158,9 +157,7 @@ def zoo_or_random(name: str, quality: int = 3, *, preset: str | None = None, see
     if preset is None:
         raise ValueError(f"zoo_or_random: {name}:{quality} {reason} and no preset is known "
                          f"for {name!r}; pass preset= (one of the LALIC presets)")
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = LALIC.from_preset(preset).eval()
+    model = build_model(preset, seed=seed).eval()
     model.update(force=True)
     return ModelChoice(model, name, quality, preset, False,
                        f"{name}:{quality} {reason}: using a randomly initialised {preset!r} "
@@ -309,11 +306,7 @@ class ERFLab:
                 note = "" if choice.trained else choice.note
                 model = choice.model
             else:
-                from lalic_core.models.lalic import LALIC
-
-                with torch.random.fork_rng():
-                    torch.manual_seed(self.seed)
-                    model = LALIC.from_preset(ZOO_PRESETS[name]).eval()
+                model = build_model(ZOO_PRESETS[name], seed=self.seed).eval()
                 what, note = f"random g_a of {ZOO_PRESETS[name]!r}", ""
             self._transforms[key] = (model.g_a.eval(), what, note)
         return self._transforms[key]

@@ -17,8 +17,7 @@ import torch
 from PIL import Image
 
 from lalic_core import codec
-from lalic_core.codec import container
-from lalic_core.codec import LalicFile, LalicFormatError, LalicWarning, ModelIdentity
+from lalic_core.codec import LalicFile, LalicFormatError, LalicWarning, ModelIdentity, container
 
 
 def _elic(seed: int = 0):
