@@ -91,7 +91,7 @@ def test_reference_single_token_epsilon():
 
 def test_reference_official_vs_formula_small_difference_at_large_T():
     """README: with w = decay / T the two semantics differ little at large T."""
-    w, u, k, v = make_inputs(1, 1000, 4, k_scale=1.0, decay=1.0, boost=1.0)
+    w, u, k, v = make_inputs(1, 600, 4, k_scale=1.0, decay=1.0, boost=1.0)
     diff = biwkv_reference(w, u, k, v, "official32") - biwkv_reference(w, u, k, v)
     assert 1e-7 < diff.abs().max() < 1e-3
 
@@ -108,9 +108,10 @@ def test_coefficient_matrix_shapes_and_formula():
 
 
 def test_reference_gradcheck_official():
-    w, u, k, v = make_inputs(1, 70, 2, k_scale=1.0, decay=2.0, boost=2.0)
+    w, u, k, v = make_inputs(1, 70, 2, k_scale=1.0, decay=2.0, boost=2.0)  # chunks of 3
     inputs = [x.requires_grad_() for x in (w, u, k, v)]
-    assert torch.autograd.gradcheck(lambda *a: biwkv_reference(*a, semantics="official32"), inputs)
+    assert torch.autograd.gradcheck(lambda *a: biwkv_reference(*a, semantics="official32"), inputs,
+                                    fast_mode=True)
 
 
 def test_reference_blocks_rows_without_changing_results(monkeypatch):
@@ -184,7 +185,7 @@ def domain_inputs(T, C, seed):
 
 
 @pytest.mark.parametrize("semantics", OFFICIAL)
-@pytest.mark.parametrize("T", [1, 7, 32, 300, 1000])
+@pytest.mark.parametrize("T", [1, 7, 32, 300, 500])
 def test_cpu_accuracy_domain_float32(T, semantics):
     """Between T = 33 and a few hundred with |decay| near 20 the official coefficients
     themselves turn negative (own term e^u + 1 - e^w with w ~ 0.5), so the domain is checked
