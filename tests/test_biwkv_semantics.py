@@ -156,7 +156,7 @@ def assert_matches_reference(semantics, w, u, k, v, tol, seed=1):
 # T = 1; T <= 32 (one token per chunk); T = 32, 64; T not a multiple of the chunk count;
 # T < 64 chunks; ragged last chunk (T = 100: 25 chunks of 4; T = 130: 26 of 5); B > 1; odd C.
 SHAPES = [(1, 1, 3), (2, 5, 3), (1, 32, 4), (2, 33, 5), (1, 40, 9), (1, 64, 3), (3, 70, 11),
-          (1, 100, 7), (2, 130, 17)]
+          (1, 100, 7), (2, 130, 7)]
 
 
 @pytest.mark.parametrize("semantics", SEMANTICS)
@@ -185,7 +185,7 @@ def domain_inputs(T, C, seed):
 
 
 @pytest.mark.parametrize("semantics", OFFICIAL)
-@pytest.mark.parametrize("T", [1, 7, 32, 300, 500])
+@pytest.mark.parametrize("T", [1, 7, 32, 400])
 def test_cpu_accuracy_domain_float32(T, semantics):
     """Between T = 33 and a few hundred with |decay| near 20 the official coefficients
     themselves turn negative (own term e^u + 1 - e^w with w ~ 0.5), so the domain is checked
@@ -201,7 +201,7 @@ def test_cpu_gradcheck_float64(semantics, T):
     w, u, k, v = make_inputs(2, T, 2, k_scale=1.0, decay=2.0, boost=2.0, seed=T)
     inputs = [x.requires_grad_() for x in (w, u, k, v)]
     assert torch.autograd.gradcheck(
-        lambda *a: biwkv(*a, backend="cpu", semantics=semantics), inputs)
+        lambda *a: biwkv(*a, backend="cpu", semantics=semantics), inputs, fast_mode=T > 100)
 
 
 def test_cpu_official_is_bit_identical_across_batches_and_threads():
