@@ -40,8 +40,9 @@ while |w| * 64 stays far below 700 and the carries' offsets are finite (any k, a
 **Official semantics** (``chunks`` = 32 or 64; ../shared/reference/README.md): for a token t
 in the official chunk starting at s, terms from before s and all terms after t carry one
 more factor exp(-w); terms s < i <= t add (1 - e^w) exp(w (t - i)) x[i] (the "growth"
-sums); the denominator gets 1e-6 times its largest term (taken from the offsets, without
-gradient). The backward uses the transposed coefficients: mirrored roles of left and right.
+sums); the denominator gets 1e-6 times exp(largest exponent the official kernel tracks),
+as in the reference, from the offsets, without its gradient (a term of relative size ~1e-6).
+The backward uses the transposed coefficients: mirrored roles of left and right.
 
 No architecture-specific code, no warp shuffles: only tl ops.
 """
@@ -343,11 +344,16 @@ def _chunk_finish_kernel(lam_ptr, x1_ptr, x2_ptr, k_ptr, v_ptr, w_ptr, u_ptr,
             grow2 = fg * tl.cumsum(gb * x2, axis=0) + fgc * G2[None, :]
             num = left1 + r * right1 + own1 + one_minus_ew * grow1
             den = left2 + r * right2 + own2 + one_minus_ew * grow2
-            # + eps * (largest term of the denominator), from the offsets (no gradient)
-            largest = tl.maximum(own_log, tl.maximum(oa[None, :] - wt * dd,
-                                                     ob[None, :] - wt * (to_end + 1)))
-            largest = tl.maximum(largest, _prefix_max(alpha) - wt * dd)
-            largest = tl.maximum(largest, _suffix_max(beta) + wt * dd)
+            # + eps * exp(M[t]), M[t] the largest exponent the official kernel tracks
+            # (lalic_core.ops.biwkv.naive._tracked_exponents; no gradient through M):
+            # left keys, every key i >= s with -w (i - t), passed keys s < i <= t with
+            # +w (t - i + 1), the own token with u
+            big_left = tl.where(after_start, _prefix_max(alpha) - wt * (dd - 1), _NEG)
+            passed = _prefix_max(tl.where(after_start, beta, _NEG)) + wt * (dd + 1)
+            largest = tl.maximum(tl.maximum(own_log, oa[None, :] - wt * dd), big_left)
+            largest = tl.maximum(largest, ob[None, :] - wt * (to_end + 1))
+            largest = tl.maximum(largest, tl.maximum(max_beta, og[None, :]) + wt * dd)
+            largest = tl.maximum(largest, tl.maximum(passed, og[None, :] + wt * (dd + 1)))
             den = den + eps * tl.exp(largest - big)
         else:
             num = left1 + right1 + own1
@@ -421,10 +427,6 @@ def _prefix_max(x):
     return tl.associative_scan(x, 0, _max_fn)
 
 
-@triton.jit
-def _suffix_max(x):
-    """Inclusive running maximum from the end of a tile."""
-    return tl.associative_scan(x, 0, _max_fn, reverse=True)
 
 
 # ----------------------------------------------------------------------------------------
