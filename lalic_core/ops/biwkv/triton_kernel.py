@@ -41,7 +41,8 @@ while |w| * 64 stays far below 700 and the carries' offsets are finite (any k, a
 in the official chunk starting at s, terms from before s and all terms after t carry one
 more factor exp(-w); terms s < i <= t add (1 - e^w) exp(w (t - i)) x[i] (the "growth"
 sums); the denominator gets 1e-6 times exp(largest exponent the official kernel tracks),
-as in the reference, from the offsets, without its gradient (a term of relative size ~1e-6).
+as in the reference, from the offsets; its gradient (to the argmax key, w and u) comes from
+running maxima in float64 torch (:func:`_official_eps_grads`).
 The backward uses the transposed coefficients: mirrored roles of left and right.
 
 No architecture-specific code, no warp shuffles: only tl ops.
@@ -58,6 +59,10 @@ __all__ = ["CHUNK", "biwkv_triton_backward", "biwkv_triton_forward"]
 CHUNK = 64
 #: Chunks per group for the formula semantics (carries sum over groups, then chunks).
 GROUP = 64
+#: Channels per program (a power of two) and warps per program: tuning knobs for the GPU
+#: (benchmarks/biwkv_gpu.py --tune tries others).
+BLOCK_C = 32
+NUM_WARPS = 4
 #: Relative epsilon of the official kernel's denominator.
 OFFICIAL_EPS = 1e-6
 _NEG = tl.constexpr(-1.0e30)  # stands for log(0); finite so that differences stay finite
@@ -234,6 +239,15 @@ def _group_summary_kernel(csl_ptr, csr_ptr, csl_off_ptr, csr_off_ptr, w_ptr, gsl
 
 
 @triton.jit
+def _cast(x, ptr):
+    """float64 -> the element type of ``ptr``, through float32 for 16-bit outputs (float64 ->
+    bfloat16 has no direct conversion everywhere, e.g. the interpreter)."""
+    if ptr.dtype.element_ty == tl.float64:
+        return x
+    return x.to(tl.float32).to(ptr.dtype.element_ty)
+
+
+@triton.jit
 def _merge(o_a, a1, a2, a3, a4, o_b, b1, b2, b3, b4):
     """Sum of two log-space carries (offset, four mantissas)."""
     o = tl.maximum(o_a, o_b)
@@ -359,7 +373,7 @@ def _chunk_finish_kernel(lam_ptr, x1_ptr, x2_ptr, k_ptr, v_ptr, w_ptr, u_ptr,
             num = left1 + right1 + own1
             den = left2 + right2 + own2
         den = tl.where(valid, den, 1.0)  # padding rows
-        tl.store(out0_ptr + offs, (num / den).to(out0_ptr.dtype.element_ty), mask=valid)
+        tl.store(out0_ptr + offs, _cast(num / den, out0_ptr), mask=valid)
         tl.store(out1_ptr + offs, big + tl.log(den), mask=valid)
     else:
         # distance-weighted sums (d/dw of the coefficients, up to sign)
@@ -406,9 +420,9 @@ def _chunk_finish_kernel(lam_ptr, x1_ptr, x2_ptr, k_ptr, v_ptr, w_ptr, u_ptr,
         kk = tl.load(k_ptr + offs, mask=valid, other=0.0).to(_ACC)
         vv = tl.load(v_ptr + offs, mask=valid, other=0.0).to(_ACC)
         scale = tl.where(valid, tl.exp(kk + big), 0.0)  # q was relative to exp(big)
-        tl.store(out0_ptr + offs, (scale * (vv * q1 - q2)).to(out0_ptr.dtype.element_ty),
+        tl.store(out0_ptr + offs, _cast(scale * (vv * q1 - q2), out0_ptr),
                  mask=valid)
-        tl.store(out1_ptr + offs, (scale * q1).to(out1_ptr.dtype.element_ty), mask=valid)
+        tl.store(out1_ptr + offs, _cast(scale * q1, out1_ptr), mask=valid)
         # du: sum_t q[t] exp(u + k[t]) (v[t] - y[t]) = exp(u + k - log D) * (g v - g y)
         own_k = tl.where(valid, tl.exp(u[None, :] + kk + lam), 0.0)
         row = (b * NC + j) * C + ch
@@ -443,8 +457,8 @@ def _layout(T: int, chunks: int) -> tuple[int, int, int, int]:
     return GROUP, GROUP * CHUNK, n_chunks, -(-n_chunks // GROUP)
 
 
-def _block_c(C: int, k: torch.Tensor) -> int:
-    return min(32, triton.next_power_of_2(max(C, 1)))
+def _block_c(C: int) -> int:
+    return min(BLOCK_C, triton.next_power_of_2(max(C, 1)))
 
 
 def _run_passes(lam, x1, x2, k, v, w, u, outs, chunks: int, backward: bool):
@@ -462,10 +476,10 @@ def _run_passes(lam, x1, x2, k, v, w, u, outs, chunks: int, backward: bool):
     gsr = torch.zeros_like(gsl)
     gsl_off = torch.empty((B, NG, C), dtype=f64, device=dev)
     gsr_off = torch.empty_like(gsl_off)
-    bc = _block_c(C, lam)
+    bc = _block_c(C)
     n_cb = triton.cdiv(C, bc)
     official = bool(chunks)
-    warps = 4
+    warps = NUM_WARPS
     _chunk_summary_kernel[(NC, n_cb, B)](
         lam, x1, x2, w, csl, csr, csl_off, csr_off, cg_off, T, C, NC, m, seg_len,
         CH=CHUNK, BC=bc, BWD=backward, OFFICIAL=official, num_warps=warps)
@@ -498,8 +512,75 @@ def biwkv_triton_forward(w, u, k, v, chunks: int = 0):
     log_den = torch.empty((B, T, C), dtype=torch.float64, device=k.device)
     if B * T * C:
         _run_passes(k, v, v, k, v, w, u, (y, log_den), chunks, backward=False)
-    empty = k.new_empty((B, 0, C), dtype=torch.float64)
-    return y, log_den, empty, empty
+    return (y, log_den, k.new_empty((B, 0, C), dtype=torch.float64),
+            k.new_empty((B, 0, C), dtype=torch.float64))
+
+
+def _segment_cummax(x: torch.Tensor, seg_len: int, skip_first: bool = False):
+    """Running max (values, token indices) of x (B, T, C) along T, restarting at every
+    official chunk of ``seg_len`` tokens; ``skip_first``: the chunk's first token excluded."""
+    B, T, C = x.shape
+    n_seg = -(-T // seg_len)
+    padded = x.new_full((B, n_seg * seg_len, C), float("-inf"))
+    padded[:, :T] = x
+    padded = padded.view(B, n_seg, seg_len, C)
+    if skip_first:
+        padded[:, :, 0] = float("-inf")
+    values, local = torch.cummax(padded, dim=2)
+    starts = torch.arange(n_seg, device=x.device).view(1, n_seg, 1, 1) * seg_len
+    return (values.view(B, -1, C)[:, :T], (local + starts).view(B, -1, C)[:, :T])
+
+
+def _official_eps_grads(grad_y, w, u, k, y, log_den, chunks: int):
+    """Gradients of the official epsilon term eps * exp(M[t]) of the denominator (M[t]: the
+    largest exponent the official kernel tracks, as lalic_core.ops.biwkv.naive defines it),
+    in float64 torch: M[t] and its argmax from running maxima of k[i] + w i and k[i] - w i
+    (before the chunk, inside it, from its start on, after its first token), then
+    dL/dM[t] = -grad_y[t] y[t] eps exp(M[t] - log D[t]) goes to k at the argmax (scatter),
+    to w with the argmax's distance coefficient and to u where the own token wins."""
+    B, T, C = k.shape
+    seg_len = max(1, -(-T // chunks))
+    f64 = torch.float64
+    k64, w64, u64 = k.to(f64), w.to(f64), u.to(f64)
+    pos = torch.arange(T, device=k.device, dtype=f64).view(1, T, 1)
+    t_idx = torch.arange(T, device=k.device).view(1, T, 1).expand(B, T, C)
+    start = (t_idx // seg_len) * seg_len
+    inc, dec = k64 + w64 * pos, k64 - w64 * pos
+    neg = torch.tensor(float("-inf"), dtype=f64, device=k.device)
+    cands, where = [], []
+    # (a) keys before the official chunk: k[i] - w (t - i)
+    vals, idx = torch.cummax(inc, dim=1)
+    prev = (start - 1).clamp_min(0)
+    cands.append(torch.where(start > 0, vals.gather(1, prev), neg) - w64 * pos)
+    where.append(idx.gather(1, prev))
+    # (b) keys s <= i < t: k[i] - w (t - i - 1)
+    vals, idx = _segment_cummax(inc, seg_len)
+    before = (t_idx - 1).clamp_min(0)
+    cands.append(torch.where(t_idx > start, vals.gather(1, before), neg) - w64 * (pos - 1))
+    where.append(idx.gather(1, before))
+    # (c) keys i >= s: k[i] - w (i - t)
+    vals, idx = torch.cummax(dec.flip(1), dim=1)
+    vals, idx = vals.flip(1), (T - 1 - idx).flip(1)
+    cands.append(vals.gather(1, start) + w64 * pos)
+    where.append(idx.gather(1, start))
+    # (d) passed keys s < i <= t: k[i] + w (t - i + 1)
+    vals, idx = _segment_cummax(dec, seg_len, skip_first=True)
+    cands.append(vals + w64 * (pos + 1))
+    where.append(idx)
+    # (e) the own token: u + k[t]
+    cands.append(u64 + k64)
+    where.append(t_idx)
+    cands = torch.stack(cands)
+    best, which = cands.max(dim=0)
+    argmax = torch.stack(where).gather(0, which[None])[0]
+    i_pos = argmax.to(f64)
+    coeff = torch.stack([-(pos - i_pos), -(pos - i_pos - 1), -(i_pos - pos), pos - i_pos + 1,
+                         torch.zeros_like(i_pos)]).gather(0, which[None])[0]
+    h = -grad_y.to(f64) * y.to(f64) * OFFICIAL_EPS * torch.exp(best - log_den)
+    dk = torch.zeros_like(k64).scatter_add_(1, argmax, h)
+    dw = (h * coeff).sum((0, 1))
+    du = torch.where(which == 4, h, 0.0).sum((0, 1))
+    return dw, du, dk
 
 
 def biwkv_triton_backward(grad_y, w, u, k, v, y, log_den, unused0=None, unused1=None,
@@ -514,4 +595,9 @@ def biwkv_triton_backward(grad_y, w, u, k, v, y, log_den, unused0=None, unused1=
         return torch.zeros_like(w), torch.zeros_like(u), dk, dv
     dw_part, du_part = _run_passes(log_den, grad_y, y, k, v, w, u, (dk, dv), chunks,
                                    backward=True)
-    return dw_part.sum((0, 1)).to(w.dtype), du_part.sum((0, 1)).to(u.dtype), dk, dv
+    dw, du = dw_part.sum((0, 1)), du_part.sum((0, 1))
+    if chunks:
+        eps_dw, eps_du, eps_dk = _official_eps_grads(grad_y, w, u, k, y, log_den, chunks)
+        dw, du = dw + eps_dw, du + eps_du
+        dk = (dk.to(torch.float64) + eps_dk).to(dk.dtype)
+    return dw.to(w.dtype), du.to(u.dtype), dk, dv
