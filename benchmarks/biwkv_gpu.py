@@ -38,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402
+import torch
 
 SHAPES = [(1, 98304, 96), (1, 24576, 144), (1, 6144, 256), (1, 1536, 320), (8, 16384, 96),
           (8, 4096, 144)]
@@ -175,7 +175,7 @@ def print_table(title, rows):
         off = (f"{r['official_fwd_us']:12.0f} {r['official_fwd_bwd_us']:9.0f} | "
                f"{r['official_over_ours_fwd']:11.2f}x {r['official_over_ours_fwd_bwd']:5.2f}x"
                if "official_fwd_us" in r else f"{'-':>12} {'-':>9} | {'-':>12} {'-':>6}")
-        print(f"{str((r['B'], r['T'], r['C'])):>18} | {r['floor_us']:7.0f} | "
+        print(f"{(r['B'], r['T'], r['C'])!s:>18} | {r['floor_us']:7.0f} | "
               f"{r['ours_fwd_us']:9.0f} {r['ours_fwd_over_floor']:6.1f}x | "
               f"{r['ours_fwd_bwd_us']:9.0f} | {r['ours_official32_fwd_us']:10.0f} | {off}")
 
@@ -206,13 +206,13 @@ def accuracy(shapes, device, official):
             ref += list(torch.autograd.grad(ref_y, inputs, gy))
         row = {"B": B, "T": T, "C": C, "semantics": semantics}
         for label, a, b in zip(("y", "dw", "du", "dk", "dv"), ours, ref):
-            row[label] = float(((a.double() - b).abs().max() / b.abs().max().clamp_min(1.0)))
+            row[label] = float((a.double() - b).abs().max() / b.abs().max().clamp_min(1.0))
         if official is not None and semantics == "official32" and C >= 16 and B * C % 16 == 0:
             y_off = official.forward(w, u, k, v)
             row["official_kernel_y"] = float((y_off.double() - ref[0]).abs().max()
                                              / ref[0].abs().max().clamp_min(1.0))
         out.append(row)
-        print(f"  {str((B, T, C)):>16} {semantics:>10}: " + ", ".join(
+        print(f"  {(B, T, C)!s:>16} {semantics:>10}: " + ", ".join(
             f"{key} {row[key]:.1e}" for key in ("y", "dw", "du", "dk", "dv",
                                                 "official_kernel_y") if key in row))
     return out

@@ -22,7 +22,7 @@ import pytest
 
 pytest.importorskip("triton", reason="triton is not installed (it is Linux-only)")
 
-import torch  # noqa: E402
+import torch
 
 #: name: (B, T, C, dtype, chunks, layout); layout (CHUNK, GROUP) of the kernels, None: default
 CASES = {
