@@ -191,19 +191,21 @@ def accuracy(shapes, device, official):
     out = []
     for B, T, C, semantics, grads in shapes:
         chunks = {"formula": 0, "official32": 32, "official64": 64}[semantics]
-        w, u, k, v = make_inputs(B, T, C, device, decay=10.0, seed=1)
+        # the tested domain: |w| T <= 20, |k| <= 60 (k ~ 3 N(0, 1) and a spike of 40)
+        w, u, k, v = make_inputs(B, T, C, device, seed=1)
+        w = (torch.rand(C, device=device) * 2 - 1) * 20 / T
         k = k * 3
-        k[:, T // 3] = 40.0  # a spike, inside the tested domain |k| <= 60
-        gy = torch.randn(B, T, C, device=device, dtype=torch.float64)
+        k[:, T // 3] = 40.0
+        gy = torch.randn(B, T, C, device=device)
         y, *aux = biwkv_triton_forward(w, u, k, v, chunks)
         ours = [y]
         if grads:
-            ours += list(biwkv_triton_backward(gy.float(), w, u, k, v, y, *aux, chunks=chunks))
+            ours += list(biwkv_triton_backward(gy, w, u, k, v, y, *aux, chunks=chunks))
         inputs = [x.double().requires_grad_(grads) for x in (w, u, k, v)]
         ref_y = biwkv_reference(*inputs, semantics=semantics)
         ref = [ref_y.detach()]
         if grads:
-            ref += list(torch.autograd.grad(ref_y, inputs, gy))
+            ref += list(torch.autograd.grad(ref_y, inputs, gy.double()))
         row = {"B": B, "T": T, "C": C, "semantics": semantics}
         for label, a, b in zip(("y", "dw", "du", "dk", "dv"), ours, ref):
             row[label] = float((a.double() - b).abs().max() / b.abs().max().clamp_min(1.0))
@@ -296,7 +298,7 @@ def main(argv=None) -> int:
         save()
 
     print("\n== accuracy vs the float64 reference (max error / max |reference|) ==")
-    acc_shapes = ([(1, 100, 16, "formula", True), (1, 100, 16, "official32", True)]
+    acc_shapes = ([(1, 100, 16, "formula", True), (1, 40, 16, "official32", True)]
                   if args.smoke else
                   [(1, 16384, 96, "formula", False), (1, 4096, 96, "formula", True),
                    (2, 1000, 64, "official32", True), (1, 4096, 96, "official32", True),

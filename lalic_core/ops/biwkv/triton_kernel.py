@@ -263,8 +263,9 @@ def _chunk_finish_kernel(lam_ptr, x1_ptr, x2_ptr, k_ptr, v_ptr, w_ptr, u_ptr,
                          out0_ptr, out1_ptr, out2_ptr, dw_ptr, du_ptr,
                          T, C, NC, NG, m, seg_len, eps,
                          CH: tl.constexpr, BC: tl.constexpr, BWD: tl.constexpr,
-                         OFFICIAL: tl.constexpr):
-    """Carries + in-chunk sums + outputs of one chunk. Forward: out0 = y, out1 = log D.
+                         OFFICIAL: tl.constexpr, SAVE_Y64: tl.constexpr):
+    """Carries + in-chunk sums + outputs of one chunk. Forward: out0 = y, out1 = log D,
+    out2 = y in float64 (SAVE_Y64).
     Backward: out0 = dk, out1 = dv, and per-chunk partial sums dw_ptr, du_ptr (B, NC, C)."""
     j = tl.program_id(0)
     ch = tl.program_id(1) * BC + tl.arange(0, BC)
@@ -375,6 +376,8 @@ def _chunk_finish_kernel(lam_ptr, x1_ptr, x2_ptr, k_ptr, v_ptr, w_ptr, u_ptr,
         den = tl.where(valid, den, 1.0)  # padding rows
         tl.store(out0_ptr + offs, _cast(num / den, out0_ptr), mask=valid)
         tl.store(out1_ptr + offs, big + tl.log(den), mask=valid)
+        if SAVE_Y64:  # y in float64 for the backward (its d/dw sums cancel)
+            tl.store(out2_ptr + offs, num / den, mask=valid)
     else:
         # distance-weighted sums (d/dw of the coefficients, up to sign)
         pa3 = tl.cumsum(dd * ea * x1, axis=0) - dd * ea * x1
@@ -490,9 +493,10 @@ def _run_passes(lam, x1, x2, k, v, w, u, outs, chunks: int, backward: bool):
     du_part = torch.zeros_like(dw_part)
     _chunk_finish_kernel[(NC, n_cb, B)](
         lam, x1, x2, k, v, w, u, csl, csr, csl_off, csr_off, cg_off,
-        gsl, gsr, gsl_off, gsr_off, outs[0], outs[1], outs[1], dw_part, du_part,
+        gsl, gsr, gsl_off, gsr_off, outs[0], outs[1], outs[2], dw_part, du_part,
         T, C, NC, NG, m, seg_len, OFFICIAL_EPS,
-        CH=CHUNK, BC=bc, BWD=backward, OFFICIAL=official, num_warps=warps)
+        CH=CHUNK, BC=bc, BWD=backward, OFFICIAL=official,
+        SAVE_Y64=not backward and outs[2].shape[1] > 0, num_warps=warps)
     return dw_part, du_part
 
 
@@ -504,16 +508,18 @@ def _check_chunks(chunks: int) -> None:
 def biwkv_triton_forward(w, u, k, v, chunks: int = 0):
     """BiWKV forward. w, u: (C,); k, v: (B, T, C) contiguous, float16/bfloat16/float32/float64
     (computed in float64, y in the dtype of k). ``chunks``: 0 for the formula, 32 / 64 for the
-    official kernels' semantics. Returns (y, log D (B, T, C) float64, two empty (B, 0, C))."""
+    official kernels' semantics. Returns (y, log D (B, T, C) float64, y in float64 (B, T, C)
+    -- (B, 0, C) when k is float64 -- and an empty (B, 0, C) float64): the backward's d/dw
+    sums cancel, so it reads y unrounded."""
     _check_chunks(chunks)
     B, T, C = k.shape
     k, v, w, u = k.contiguous(), v.contiguous(), w.contiguous(), u.contiguous()
     y = torch.empty_like(k)
     log_den = torch.empty((B, T, C), dtype=torch.float64, device=k.device)
+    y64 = k.new_empty((B, T if k.dtype != torch.float64 else 0, C), dtype=torch.float64)
     if B * T * C:
-        _run_passes(k, v, v, k, v, w, u, (y, log_den), chunks, backward=False)
-    return (y, log_den, k.new_empty((B, 0, C), dtype=torch.float64),
-            k.new_empty((B, 0, C), dtype=torch.float64))
+        _run_passes(k, v, v, k, v, w, u, (y, log_den, y64), chunks, backward=False)
+    return y, log_den, y64, k.new_empty((B, 0, C), dtype=torch.float64)
 
 
 def _segment_cummax(x: torch.Tensor, seg_len: int, skip_first: bool = False):
@@ -583,17 +589,20 @@ def _official_eps_grads(grad_y, w, u, k, y, log_den, chunks: int):
     return dw, du, dk
 
 
-def biwkv_triton_backward(grad_y, w, u, k, v, y, log_den, unused0=None, unused1=None,
+def biwkv_triton_backward(grad_y, w, u, k, v, y, log_den, y64=None, unused=None,
                           chunks: int = 0):
-    """Gradients (dw, du, dk, dv) of sum(grad_y * y); dw, du (C,) summed over the batch."""
+    """Gradients (dw, du, dk, dv) of sum(grad_y * y); dw, du (C,) summed over the batch;
+    log_den and y64: the forward's aux outputs."""
     _check_chunks(chunks)
     B, T, C = k.shape
+    if y64 is not None and y64.shape[1] == T:
+        y = y64
     grad_y = grad_y.contiguous()
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
     if not B * T * C:
         return torch.zeros_like(w), torch.zeros_like(u), dk, dv
-    dw_part, du_part = _run_passes(log_den, grad_y, y, k, v, w, u, (dk, dv), chunks,
+    dw_part, du_part = _run_passes(log_den, grad_y, y, k, v, w, u, (dk, dv, dv), chunks,
                                    backward=True)
     dw, du = dw_part.sum((0, 1)), du_part.sum((0, 1))
     if chunks:
