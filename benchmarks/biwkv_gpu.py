@@ -3,6 +3,7 @@
     python benchmarks/biwkv_gpu.py [--json PATH] [--repeats 7] [--official-src DIR]
     python benchmarks/biwkv_gpu.py --smoke      # tiny shapes; on a CPU with TRITON_INTERPRET=1
     python benchmarks/biwkv_gpu.py --tune       # also try other channel blocks / warps
+    python benchmarks/biwkv_gpu.py --only-tune  # only that
 
 Sections (each one's results are written to the JSON file as soon as it ends):
 1. the six shapes of issue 12 -- (1,98304,96), (1,24576,144), (1,6144,256), (1,1536,320),
@@ -248,6 +249,7 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true",
                         help="tiny shapes, 1 repeat (CPU: needs TRITON_INTERPRET=1)")
     parser.add_argument("--tune", action="store_true")
+    parser.add_argument("--only-tune", action="store_true", help="--tune and nothing else")
     parser.add_argument("--skip-sweep", action="store_true")
     args = parser.parse_args(argv)
 
@@ -274,6 +276,12 @@ def main(argv=None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1))
 
+    if args.only_tune:
+        if cuda:
+            print("== tuning at (1, 98304, 96) ==")
+            results["tune"] = tune(device, repeats)
+            save()
+        return 0
     build = OfficialBuild(official_sources(args.official_src) if cuda else None)
     build.start()  # overlaps the Triton compilation below
     print(f"device: {results['device']}; torch {results['torch']}, triton {results['triton']}")
