@@ -470,13 +470,14 @@ def _run_passes(lam, x1, x2, k, v, w, u, outs, chunks: int, backward: bool):
     m, seg_len, NC, NG = _layout(T, chunks)
     dev = lam.device
     f64 = torch.float64
-    csl = torch.zeros((B, 8, NC, C), dtype=f64, device=dev)
-    csr = torch.zeros_like(csl)
+    # every slot a pass reads is written before (no memset needed)
+    csl = torch.empty((B, 8, NC, C), dtype=f64, device=dev)
+    csr = torch.empty_like(csl)
     csl_off = torch.empty((B, NC, C), dtype=f64, device=dev)
     csr_off = torch.empty_like(csl_off)
-    cg_off = torch.full_like(csl_off, -1.0e30)
-    gsl = torch.zeros((B, 8, NG, C), dtype=f64, device=dev)
-    gsr = torch.zeros_like(gsl)
+    cg_off = torch.empty_like(csl_off)
+    gsl = torch.empty((B, 8, NG, C), dtype=f64, device=dev)
+    gsr = torch.empty_like(gsl)
     gsl_off = torch.empty((B, NG, C), dtype=f64, device=dev)
     gsr_off = torch.empty_like(gsl_off)
     bc = _block_c(C)
@@ -489,8 +490,8 @@ def _run_passes(lam, x1, x2, k, v, w, u, outs, chunks: int, backward: bool):
     _group_summary_kernel[(NG, n_cb, B)](
         csl, csr, csl_off, csr_off, w, gsl, gsr, gsl_off, gsr_off, T, C, NC, NG, m, seg_len,
         CH=CHUNK, BC=bc, DIST=backward, num_warps=warps)
-    dw_part = torch.zeros((B, NC, C), dtype=f64, device=dev)
-    du_part = torch.zeros_like(dw_part)
+    dw_part = torch.empty((B, NC, C), dtype=f64, device=dev)
+    du_part = torch.empty_like(dw_part)
     _chunk_finish_kernel[(NC, n_cb, B)](
         lam, x1, x2, k, v, w, u, csl, csr, csl_off, csr_off, cg_off,
         gsl, gsr, gsl_off, gsr_off, outs[0], outs[1], outs[2], dw_part, du_part,
