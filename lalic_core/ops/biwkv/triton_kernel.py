@@ -62,7 +62,7 @@ GROUP = 64
 #: Channels per program (a power of two) and warps per program: tuning knobs for the GPU
 #: (benchmarks/biwkv_gpu.py --tune tries others).
 BLOCK_C = 32
-NUM_WARPS = 4
+NUM_WARPS = 8  # float64 tiles of 64 x 32: 8 values per thread per tile
 #: Relative epsilon of the official kernel's denominator.
 OFFICIAL_EPS = 1e-6
 _NEG = tl.constexpr(-1.0e30)  # stands for log(0); finite so that differences stay finite
