@@ -34,8 +34,10 @@ and each token's output is formed relative to its own offset o[t] = max(largest 
 log-weight, carry offsets, u + k[t]). Accuracy: all sums and offsets are float64
 (``_ACC``), loads and stores in the inputs' dtype (float16 / bfloat16 / float32 / float64);
 float64 costs little on H100/H200 (half the float32 rate) and keeps the float64-oracle
-accuracy of the sequential kernel (values and the d/dw sums, which cancel). Range: exact
-while |w| * 64 stays far below 700 and the carries' offsets are finite (any k, any T).
+accuracy of the sequential kernel (values and the d/dw sums, which cancel; for the same
+reason the forward also saves y in float64 for the backward when its inputs are not).
+Range: in-chunk factors reach exp(2 |w| * 64), so exact for |w| <~ 5 (the model passes
+w = decay / T) and any k, any T.
 
 **Official semantics** (``chunks`` = 32 or 64; ../shared/reference/README.md): for a token t
 in the official chunk starting at s, terms from before s and all terms after t carry one
