@@ -110,7 +110,7 @@ section "tests" 150 "$OUT/tests.log" \
 # 3. codec: LALIC vs ELIC on the GPU
 section "codec --device cuda" 120 "$OUT/codec.log" \
     "$PYTHON" benchmarks/codec.py --device cuda "${IMAGE_ARGS[@]}" --repeats 3 --json "$OUT/codec.json"
-# 4. with time left: channel block / warps sweep at (1, 98304, 96), appended to the BiWKV log
+# 4. with time left: channel block / warps sweep at (1, 98304, 96) (tune.log, tune.json)
 if [ $((BUDGET - SECONDS)) -gt 80 ]; then
     section "biwkv_gpu --only-tune" 70 "$OUT/tune.log" \
         "$PYTHON" benchmarks/biwkv_gpu.py --only-tune --repeats 3 --json "$OUT/tune.json"
