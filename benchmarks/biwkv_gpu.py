@@ -14,7 +14,8 @@ Sections (each one's results are written to the JSON file as soon as it ends):
 3. accuracy of ours (float32 inputs) against the float64 reference (on the GPU) for the formula
    and the official semantics, values and gradients, and of the official kernel against its
    own intended arithmetic (the reference, semantics "official32");
-4. with --tune: forward and forward + backward at (1, 98304, 96) for other BLOCK_C / NUM_WARPS.
+4. with --tune: forward and forward + backward at (1, 98304, 96) for other CHUNK / BLOCK_C /
+   NUM_WARPS.
 
 The official kernel (LALIC authors' biwkv4_cuda_new.cu, MIT) is built at run time from
 --official-src (default: .gpu_inputs/official_cuda in the checkout, else
@@ -224,20 +225,21 @@ def accuracy(shapes, device, official):
 def tune(device, repeats, shape=(1, 98304, 96)):
     from lalic_core.ops.biwkv import triton_kernel as tk
 
-    saved = (tk.BLOCK_C, tk.NUM_WARPS)
+    saved = (tk.CHUNK, tk.BLOCK_C, tk.NUM_WARPS)
     rows = []
-    for block_c in (16, 32, 64):
-        for warps in (2, 4, 8):
-            tk.BLOCK_C, tk.NUM_WARPS = block_c, warps
-            try:
-                r = time_shape(*shape, device, repeats, None)
-                rows.append({"block_c": block_c, "num_warps": warps,
-                             "fwd_us": r["ours_fwd_us"], "fwd_bwd_us": r["ours_fwd_bwd_us"]})
-                print(f"  BLOCK_C {block_c:3d} warps {warps}: fwd {r['ours_fwd_us']:9.0f} us, "
-                      f"fwd+bwd {r['ours_fwd_bwd_us']:9.0f} us", flush=True)
-            except Exception as exc:  # noqa: BLE001
-                print(f"  BLOCK_C {block_c:3d} warps {warps}: failed ({exc})")
-    tk.BLOCK_C, tk.NUM_WARPS = saved
+    for chunk, block_c, warps in ((32, 16, 4), (64, 16, 8), (32, 32, 4), (64, 32, 8),
+                                  (32, 8, 4)):
+        tk.CHUNK, tk.BLOCK_C, tk.NUM_WARPS = chunk, block_c, warps
+        try:
+            r = time_shape(*shape, device, repeats, None)
+            rows.append({"chunk": chunk, "block_c": block_c, "num_warps": warps,
+                         "fwd_us": r["ours_fwd_us"], "fwd_bwd_us": r["ours_fwd_bwd_us"]})
+            print(f"  CHUNK {chunk:3d} BLOCK_C {block_c:3d} warps {warps}: fwd "
+                  f"{r['ours_fwd_us']:9.0f} us, fwd+bwd {r['ours_fwd_bwd_us']:9.0f} us",
+                  flush=True)
+        except Exception as exc:  # noqa: BLE001
+            print(f"  CHUNK {chunk} BLOCK_C {block_c} warps {warps}: failed ({exc})")
+    tk.CHUNK, tk.BLOCK_C, tk.NUM_WARPS = saved
     return rows
 
 

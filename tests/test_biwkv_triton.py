@@ -28,9 +28,10 @@ import torch
 CASES = {
     "formula_T1": (1, 1, 3, "float64", 0, None),
     "formula_B2_T5_C7": (2, 5, 7, "float64", 0, None),  # T < chunk
-    "formula_T64_f32": (1, 64, 3, "float32", 0, None),  # T = chunk
-    "formula_T65": (1, 65, 5, "float64", 0, None),  # T = chunk + 1
-    "formula_T19_C40": (1, 19, 40, "float64", 0, None),  # two channel blocks, one partial
+    "formula_T64_f32": (1, 64, 3, "float32", 0, (64, 64)),  # T = chunk
+    "formula_T65": (1, 65, 5, "float64", 0, (64, 64)),  # T = chunk + 1
+    "formula_T70": (1, 70, 3, "float64", 0, None),  # default layout: 3 chunks, ragged
+    "formula_T19_C40": (1, 19, 40, "float64", 0, None),  # three channel blocks, the last partial
     "formula_small_B2_T23": (2, 23, 3, "float64", 0, (4, 2)),  # 6 chunks, 3 groups, ragged
     "formula_small_T16_f32": (1, 16, 3, "float32", 0, (4, 2)),  # 4 full chunks, 2 groups
     "official32_T7": (1, 7, 3, "float64", 32, None),  # T <= 32: every token its own chunk

@@ -5,7 +5,7 @@ channel, with x[i] = exp(k[i]) (v[i] in the numerator, 1 in the denominator)::
 
     y[t] = (sum_{i != t} exp(-(|t-i| - 1) w) x[i] + exp(u) x[t]) / (same without v)
 
-**Chunked algorithm.** T is cut into chunks of ``CHUNK`` (64) tokens; chunks are gathered
+**Chunked algorithm.** T is cut into chunks of ``CHUNK`` (32) tokens; chunks are gathered
 in groups of ``m`` chunks (formula: 64 chunks; official semantics: one group per official
 chunk of ceil(T/32) or ceil(T/64) tokens, so that no chunk straddles an official chunk).
 Three kernel launches, all parallel over (chunk or group, channel block, batch item):
@@ -20,7 +20,7 @@ Three kernel launches, all parallel over (chunk or group, channel block, batch i
    from the left and from the right) as a direct, log-space weighted sum over the summaries
    of all earlier (later) groups plus the earlier (later) chunks of its own group -- no
    compounding of exp(-w) over many steps, hence no loss of accuracy with T -- then the
-   in-chunk part by prefix / suffix sums (``tl.cumsum``) over the (64, channels) tile, and
+   in-chunk part by prefix / suffix sums (``tl.cumsum``) over the (CHUNK, channels) tile, and
    the outputs: y and log D (forward), or dk, dv and per-chunk partial sums of dw, du
    (backward, which runs the same machinery on q = dL/dy / D and q * y, since the
    coefficient matrix is symmetric for the formula and its transpose is the mirrored
@@ -36,7 +36,7 @@ log-weight, carry offsets, u + k[t]). Accuracy: all sums and offsets are float64
 float64 costs little on H100/H200 (half the float32 rate) and keeps the float64-oracle
 accuracy of the sequential kernel (values and the d/dw sums, which cancel; for the same
 reason the forward also saves y in float64 for the backward when its inputs are not).
-Range: in-chunk factors reach exp(2 |w| * 64), so exact for |w| <~ 5 (the model passes
+Range: in-chunk factors reach exp(2 |w| CHUNK), so exact for |w| <~ 10 (the model passes
 w = decay / T) and any k, any T.
 
 **Official semantics** (``chunks`` = 32 or 64; ../shared/reference/README.md): for a token t
@@ -57,14 +57,16 @@ import triton.language as tl
 
 __all__ = ["CHUNK", "biwkv_triton_backward", "biwkv_triton_forward"]
 
-#: Tokens per chunk (one (CHUNK, channels) tile per program).
-CHUNK = 64
+#: Tokens per chunk (one (CHUNK, channels) tile per program). Defaults chosen offline from
+#: ptxas register counts for sm_90 (float64 tiles are register-bound): CHUNK 32, BLOCK_C 16,
+#: 4 warps: forward 168 registers and no real spills (64 x 32 tiles with 4 warps spill 2.4 kB),
+#: about 3 programs (12 warps) per SM. benchmarks/biwkv_gpu.py --tune times alternatives.
+CHUNK = 32
 #: Chunks per group for the formula semantics (carries sum over groups, then chunks).
 GROUP = 64
-#: Channels per program (a power of two) and warps per program: tuning knobs for the GPU
-#: (benchmarks/biwkv_gpu.py --tune tries others).
-BLOCK_C = 32
-NUM_WARPS = 8  # float64 tiles of 64 x 32: 8 values per thread per tile
+#: Channels per program (a power of two) and warps per program.
+BLOCK_C = 16
+NUM_WARPS = 4
 #: Relative epsilon of the official kernel's denominator.
 OFFICIAL_EPS = 1e-6
 _NEG = tl.constexpr(-1.0e30)  # stands for log(0); finite so that differences stay finite
