@@ -240,20 +240,3 @@ def test_bad_semantics_in_biwkv_is_a_value_error(backend):
     w, u, k, v = make_inputs(1, 4, 2)
     with pytest.raises(ValueError, match=r"semantics.*official64"):
         biwkv(w, u, k, v, backend=backend, semantics="official16")
-
-
-def test_triton_without_chunks_argument_is_a_clear_error():
-    """Triton kernels that predate the official semantics: NotImplementedError, not a
-    TypeError; the formula path calls them without the keyword (no Triton needed here)."""
-    from lalic_core.ops.biwkv import _triton_chunks_kwargs
-
-    def old_kernel(w, u, k, v):
-        pass
-
-    def new_kernel(w, u, k, v, chunks=0):
-        pass
-
-    assert _triton_chunks_kwargs(old_kernel, 0) == {}
-    assert _triton_chunks_kwargs(new_kernel, 64) == {"chunks": 64}
-    with pytest.raises(NotImplementedError, match="official semantics"):
-        _triton_chunks_kwargs(old_kernel, 32)

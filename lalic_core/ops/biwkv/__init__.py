@@ -38,7 +38,6 @@ torch autograd (the test oracle) and is not counted.
 """
 from __future__ import annotations
 
-import inspect
 import os
 import warnings
 
@@ -157,26 +156,11 @@ def _resolve_backend(backend: str, k: Tensor) -> str:
 # ----------------------------------------------------------------------------------------
 # the custom operator of the fast backends (one FLOP formula, one autograd rule)
 # ----------------------------------------------------------------------------------------
-def _triton_chunks_kwargs(function, chunks: int) -> dict:
-    """``{"chunks": chunks}`` for the official semantics; a clear error if the installed
-    Triton kernels predate them. The formula path calls them exactly as before."""
-    if not chunks:
-        return {}
-    if "chunks" not in inspect.signature(function).parameters:
-        raise NotImplementedError(
-            "biwkv: the Triton backend does not implement the official semantics yet; "
-            "use backend='cpu' or semantics='formula'"
-        )
-    return {"chunks": chunks}
-
-
 def _forward_impl(w: Tensor, u: Tensor, k: Tensor, v: Tensor, backend: str, chunks: int):
     if backend == "triton":
         from lalic_core.ops.biwkv.triton_kernel import biwkv_triton_forward
 
-        return biwkv_triton_forward(
-            w, u, k, v, **_triton_chunks_kwargs(biwkv_triton_forward, chunks)
-        )
+        return biwkv_triton_forward(w, u, k, v, chunks=chunks)
     return biwkv_cpu_forward(w, u, k, v, chunks)
 
 
@@ -186,7 +170,7 @@ def _biwkv_op(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Returns y and three float64 (B, *, C) tensors that the backend's backward needs
     (CPU formula: per-chunk units and boundary denominators; CPU official: denominators and
-    the epsilon's tracked maximum; Triton: max of k and the denominators). ``chunks``: 0
+    the epsilon's tracked maximum; Triton: log-denominators and y in float64). ``chunks``: 0
     for the formula, 32 or 64 for the official semantics."""
     return _forward_impl(w, u, k, v, backend, chunks)
 
@@ -208,10 +192,7 @@ def _biwkv_backward_op(
     if backend == "triton":
         from lalic_core.ops.biwkv.triton_kernel import biwkv_triton_backward
 
-        return biwkv_triton_backward(
-            grad_y, w, u, k, v, y, aux0, aux1, aux2,
-            **_triton_chunks_kwargs(biwkv_triton_backward, chunks),
-        )
+        return biwkv_triton_backward(grad_y, w, u, k, v, y, aux0, aux1, aux2, chunks=chunks)
     return biwkv_cpu_backward(grad_y, w, u, k, v, y, aux0, aux1, aux2, chunks)
 
 
