@@ -56,6 +56,7 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True
     ddp_find_unused_parameters: bool = False
+    biwkv_semantics: str = "formula"
 
     def __post_init__(self):
         def need(cond, name, expected, value):
@@ -76,6 +77,10 @@ class TrainConfig:
             if isinstance(value, os.PathLike):
                 setattr(self, name, os.fspath(value))
         need(self.metric in METRICS, "metric", f"one of {METRICS}", self.metric)
+        from lalic_core.ops.biwkv import SEMANTICS
+
+        need(self.biwkv_semantics in SEMANTICS, "biwkv_semantics", f"one of {SEMANTICS}",
+             self.biwkv_semantics)
         if self.lmbda is None:
             table = LAMBDAS if self.metric == "mse" else LAMBDAS_MS_SSIM
             need(self.quality in table, "quality",
