@@ -177,7 +177,8 @@ def encode_image(image, model: CodecModel | nn.Module, *, pad_multiple: int | No
                          f"{factor} and at most {MAX_PAD_MULTIPLE}, got {pad_multiple}")
     height, width = x.shape[-2:]
     with torch.no_grad():
-        out = codec_model.model.compress(pad_center(x, multiple).to(codec_model.device))
+        x = pad_center(x, multiple).to(codec_model.device, codec_model.dtype)
+        out = codec_model.model.compress(x)
     if not isinstance(out, dict) or "strings" not in out or "shape" not in out:
         raise TypeError("model.compress() must return a dict with 'strings' and 'shape'")
     record = LalicFile(

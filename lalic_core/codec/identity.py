@@ -103,6 +103,12 @@ class CodecModel:
         return tensor.device if tensor is not None else torch.device("cpu")
 
     @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the model's parameters (float32 unless converted, e.g. double())."""
+        floats = (p.dtype for p in self.model.parameters() if p.is_floating_point())
+        return next(floats, torch.float32)
+
+    @property
     def downsampling_factor(self) -> int:
         """The smallest image-size multiple the model codes exactly (64 when not declared)."""
         factor = getattr(self.model, "downsampling_factor", 64)
