@@ -77,7 +77,9 @@ def test_config_and_setter():
 @pytest.mark.parametrize("semantics", ["official32", "official64"])
 def test_model_computes_the_reference_semantics(semantics, monkeypatch):
     """Every BiWKV of the model (training path and the CPU inference path) gets the model's
-    semantics, and the model output equals the float64 reference of those semantics."""
+    semantics, and the model output equals the one with the float64 reference of those
+    semantics in every call with T <= 64 (the 4x4 latents, the channel contexts, h_a, h_s,
+    where the semantics differ most)."""
     model = _tiny(semantics)
     x = _image(seed=1)
     calls = []
@@ -91,15 +93,20 @@ def test_model_computes_the_reference_semantics(semantics, monkeypatch):
     with torch.no_grad():  # the chunked CPU inference path of the blocks
         y = model.g_a(x)
         x_hat = model(x)["x_hat"]
-    assert calls and set(calls) == {semantics}
+    n_inference = len(calls)
+    with torch.enable_grad():  # the plain training formulas
+        model.g_a(x).sum().backward()
+    assert n_inference and len(calls) > n_inference and set(calls) == {semantics}
     n_transform = len(_blocks(model.g_a)) + len(_blocks(model.g_s)) + 2 * len(_blocks(model.h_a))
-    assert len(calls) >= n_transform + len(_blocks(model.g_a))
+    assert n_inference >= n_transform + len(_blocks(model.g_a))
 
     def reference(w, u, k, v, *args, semantics="formula", **kwargs):
+        if k.shape[1] > 64:  # the O(T^2) reference is slow; the kernels' own tests cover it
+            return real(w, u, k, v, *args, semantics=semantics, **kwargs)
         return biwkv_reference(w, u, k, v, semantics).to(k.dtype)
 
     monkeypatch.setattr(layers, "biwkv", reference)
-    with torch.enable_grad():  # the plain training formulas, through the reference
+    with torch.no_grad():
         y_ref = model.g_a(x)
         x_hat_ref = model(x)["x_hat"]
     assert (y - y_ref).abs().max() <= 1e-4 * y_ref.abs().max()
