@@ -317,3 +317,37 @@ def test_check_checkpoint(tmp_path, capsys):
     nameless.write_bytes(ckpt.read_bytes())
     status, _, err = _run(capsys, "check-checkpoint", nameless, "--kodak", images)
     assert status == 1 and "--quality" in err
+
+
+# --------------------------------------------------------------------------------------------
+# notebook 01 helpers
+# --------------------------------------------------------------------------------------------
+def test_coefficient_matrices_show_the_chunks():
+    from lalic_core.analysis.biwkv_semantics import coefficient_matrices
+
+    w, T = 0.1, 96  # official32: chunks of 3 tokens
+    mats = coefficient_matrices(T, w, 0.5, ("formula", "official32"))
+    ratio = mats["official32"] / mats["formula"]
+    t, i = np.meshgrid(np.arange(T), np.arange(T), indexing="ij")
+    same_chunk = (t // 3 == i // 3) & (i <= t)
+    assert np.allclose(ratio[~same_chunk], np.exp(-w))  # one decay step off outside
+    assert not np.allclose(ratio[same_chunk & (i > 0) & (i % 3 > 0)], np.exp(-w))
+    with pytest.raises(ValueError, match="T must be"):
+        coefficient_matrices(0)
+
+
+def test_semantics_difference():
+    from lalic_core.analysis.biwkv_semantics import (
+        format_semantics_difference,
+        semantics_difference,
+    )
+
+    model = _tiny("official64")
+    rows = semantics_difference(model, _image(seed=6), ("official32",))
+    assert model.biwkv_semantics == "official64"  # restored
+    (row,) = rows
+    assert row["semantics"] == "official32" and row["reference"] == "formula"
+    assert 0 < row["y_rel"] < 1 and row["x_hat_rel"] > 0 and row["bpp"] > 0
+    assert "official32" in format_semantics_difference(rows)
+    with pytest.raises(ValueError, match="LALIC"):
+        semantics_difference(torch.nn.Linear(2, 2), _image())
