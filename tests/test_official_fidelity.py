@@ -170,6 +170,10 @@ def test_checkpoint_semantics(tmp_path):
     assert load_checkpoint(ours, biwkv_semantics="formula").biwkv_semantics == "formula"
     with pytest.raises(ValueError, match="biwkv_semantics"):
         load_checkpoint(official, biwkv_semantics="fast")
+    assert LALIC.from_state_dict(sd, biwkv_semantics="official64").biwkv_semantics == "official64"
+    assert codec.resolve_model(ours).model.biwkv_semantics == "official32"
+    resolved = codec.resolve_model(official, biwkv_semantics="official64")
+    assert codec.model_biwkv_semantics(resolved) == "official64"
 
 
 def test_trainer_config_records_semantics():
