@@ -82,7 +82,8 @@ def semantics_difference(model: nn.Module, x: torch.Tensor,
     ``bpp_reference`` (estimated from the likelihoods). The model's own semantics is
     restored afterwards."""
     if not callable(getattr(model, "set_biwkv_semantics", None)):
-        raise ValueError(f"semantics_difference: needs a LALIC model, got {type(model).__name__}")
+        raise ValueError(  # noqa: TRY004 (project convention: user mistakes -> ValueError)
+            f"semantics_difference: needs a LALIC model, got {type(model).__name__}")
     before = model.biwkv_semantics
     pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
     outputs = {}
@@ -114,8 +115,8 @@ def semantics_difference(model: nn.Module, x: torch.Tensor,
 
 def format_semantics_difference(rows: Sequence[dict]) -> str:
     """A small text table of :func:`semantics_difference` rows."""
-    lines = [f"{'semantics':<11} {'vs':<8} {'y rel':>9} {'x_hat rel':>9} "
-             f"{'x_hat PSNR':>10} {'bpp':>7} {'bpp ref':>7}"]
+    lines = [(f"{'semantics':<11} {'vs':<8} {'y rel':>9} {'x_hat rel':>9} "
+              f"{'x_hat PSNR':>10} {'bpp':>7} {'bpp ref':>7}")]
     for r in rows:
         lines.append(f"{r['semantics']:<11} {r['reference']:<8} {r['y_rel']:>9.2e} "
                      f"{r['x_hat_rel']:>9.2e} {r['x_hat_psnr_db']:>7.1f} dB "
