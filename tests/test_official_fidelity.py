@@ -7,6 +7,7 @@ semantics differ most from the formula).
 from __future__ import annotations
 
 import copy
+import json
 import warnings
 
 import numpy as np
@@ -279,6 +280,16 @@ def test_cli_semantics_flags(tmp_path, capsys):
                           np.asarray(Image.open(tmp_path / "out.png")))
     with pytest.raises(SystemExit):
         cli.main(["compress", str(src), str(dst), "--model", "tiny", "--biwkv-semantics", "x"])
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    _write_png(folder / "a.png")
+    status, out, err = _run(capsys, "eval", folder, "--model", "tiny", "--biwkv-semantics",
+                            "official64", "--quiet", "-o", tmp_path / "rd.json")
+    assert status == 0, err
+    report = json.loads((tmp_path / "rd.json").read_text())
+    assert report["model"]["biwkv_semantics"] == "official64"
+    assert "BiWKV semantics official64" in report["description"]
 
 
 # --------------------------------------------------------------------------------------------
