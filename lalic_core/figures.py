@@ -263,7 +263,7 @@ def _erf_row(kind: str, inputs: dict, load, log=print) -> dict:
                       resamples=inputs["resamples"], seed=0,
                       progress=lambda i, n: log(f"[figures] erf {kind} ({inputs['model']}): "
                                                 f"image {i + 1}/{len(tensors)} {n}"))
-    key = lambda t: f"{t:g}"  # noqa: E731
+    key = lambda t: f"{t:g}"
     row = {
         "inputs": inputs,
         "image_size": list(study.image_size),
@@ -289,11 +289,17 @@ def _erf_row(kind: str, inputs: dict, load, log=print) -> dict:
                                                           "predicted": b["predicted"],
                                                           "measured_per_image": []})
                 entry["measured_per_image"].append(b["measured"]["floor"])
+                entry.setdefault("measured_t_times_far_median_per_image", []).append(
+                    b["measured"]["t_times_far_median"])
         from lalic_core.analysis.bootstrap import bootstrap_ci
         for entry in per_block.values():
             vals = entry["measured_per_image"]
             entry["measured"] = sum(vals) / len(vals)
             entry["measured_ci"] = [float(v) for v in bootstrap_ci(vals, seed=0)]
+            tw = entry["measured_t_times_far_median_per_image"]
+            entry["measured_t_times_far_median"] = sum(tw) / len(tw)
+            entry["measured_t_times_far_median_ci"] = [float(v) for v in
+                                                       bootstrap_ci(tw, seed=0)]
         row["biwkv_floor"] = per_block
     log(f"[figures] erf {kind} ({inputs['model']}): {time.perf_counter() - start:.0f} s")
     return row
@@ -409,13 +415,20 @@ def _plot_erf_figure(data: dict):
         bar.set_label("contribution / peak (log colour scale; the numbers use the same map, "
                       "linear)")
     floor = (data["trained"].get("birwkv") or {}).get("biwkv_floor") or {}
-    lines = ["Bi-RWKV floor of each Spatial Mix in the trained g_a (centre token, far field; "
-             "prediction from the decays with zero keys vs measured with the images' keys):"]
+    lines = [("Bi-RWKV floor of each Spatial Mix in the trained g_a (centre token's mixing "
+              "weights, far-field median / peak; predicted from the decays with zero keys, "
+              "measured with the Kodak images' keys; every token keeps ~1/T: T x weight ~ 1). "
+              "The g_a's own ERF floor is lower: local paths dominate its peak.")]
     for name, b in floor.items():
         lines.append(f"  block {name}: T = {b['T']}, mean |decay| = {b['decay_abs_mean']:.2f}: "
                      f"predicted {b['predicted']['floor']:.3f} (bound exp(-|decay|/2) "
                      f"{b['predicted']['bound']:.3f}), measured {b['measured']:.3f} "
-                     f"[{b['measured_ci'][0]:.3f}, {b['measured_ci'][1]:.3f}]")
+                     f"[{b['measured_ci'][0]:.3f}, {b['measured_ci'][1]:.3f}]; T x median "
+                     f"far-field weight: predicted {b['predicted']['t_times_far_median']:.3f}"
+                     + (f", measured {b['measured_t_times_far_median']:.3f} "
+                        f"[{b['measured_t_times_far_median_ci'][0]:.3f}, "
+                        f"{b['measured_t_times_far_median_ci'][1]:.3f}]"
+                        if "measured_t_times_far_median" in b else ""))
     missing = ", ".join(ERF_LABELS[k] for k in data.get("missing", {}))
     caption = ("Effective receptive fields of the analysis transforms (RepLKNet's method) on "
                "Kodak. Scaling: contribution / peak for maps and numbers. "
@@ -459,15 +472,34 @@ CORR_NOTE = (
     "bootstrap intervals over the 24 Kodak images. Cannot show: whether lower correlation "
     "causes a lower rate (the entropy model's context also differs), or anything about "
     "other training runs or the paper-size models.")
-ANISOTROPY_FINDING = (
-    "The 'strong vertical anisotropy' of the earlier figure came from its two images: it "
-    "measured only kodim15 and kodim23 (half size), whose content is vertically correlated "
-    "(per image below: their residual anisotropy is among the largest positive values). "
-    "Transpose test: feeding each image transposed, the content part (A - A_T)/2 follows "
-    "the image and the model-fixed part (A + A_T)/2 (scan order, stride phases, padding) "
-    "stays; over all 24 images both are small (see 'anisotropy_*' per model), so no "
-    "rotation of portrait images is needed and none is applied (images are upright, so "
-    "image rows are the scene's horizontal in every image).")
+ANISOTROPY_TEST = (
+    "Transpose test for the anisotropy A (vertical minus horizontal lag-1 correlation of "
+    "(y - mu)/sigma): each image is also fed transposed; the content part (A - A_T)/2 follows "
+    "the image, the model-fixed part (A + A_T)/2 (scan order, checkerboard, stride phases, "
+    "padding) stays with the model's axes. Images are measured upright (portrait images not "
+    "rotated: their rows are the scene's horizontal, as in the landscape ones).")
+
+
+def _anisotropy_finding(models: dict, demo: dict) -> str:
+    """One data-driven paragraph: the split of the anisotropy per model and where the two
+    images of the earlier figure (kodim15, kodim23) rank."""
+    parts = []
+    for name, e in models.items():
+        r = e["residual"]
+        if "anisotropy_content" not in r:
+            continue
+        d = demo.get(name, {})
+        ranks = ", ".join(f"{img} {v['anisotropy']:+.3f} (rank {v['rank']}/{v['of']})"
+                          for img, v in d.items() if img.startswith("kodim"))
+        parts.append(
+            f"{name}: A = {r['anisotropy']:+.3f} [{r['anisotropy_ci'][0]:+.3f}, "
+            f"{r['anisotropy_ci'][1]:+.3f}], content {r['anisotropy_content']:+.3f} "
+            f"[{r['anisotropy_content_ci'][0]:+.3f}, {r['anisotropy_content_ci'][1]:+.3f}], "
+            f"model-fixed {r['anisotropy_model_fixed']:+.3f} "
+            f"[{r['anisotropy_model_fixed_ci'][0]:+.3f}, "
+            f"{r['anisotropy_model_fixed_ci'][1]:+.3f}]; {ranks}")
+    return ("Anisotropy of (y - mu)/sigma over the measured images, 95% CI: " + "; ".join(parts)
+            + ". The earlier figure measured only kodim15 and kodim23 (half size).")
 
 
 def _corr_spec(name: str, mode: str):
@@ -487,8 +519,11 @@ def _corr_entry(name: str, label: str, inputs: dict, log=print) -> dict:
     import time
 
     from lalic_core import zoo
-    from lalic_core.analysis.correlation import CORRELATION_FIELDS, image_correlations
-    from lalic_core.analysis.correlation import summarise_correlations
+    from lalic_core.analysis.correlation import (
+        CORRELATION_FIELDS,
+        image_correlations,
+        summarise_correlations,
+    )
 
     start = time.perf_counter()
     model = zoo.load(name, 3)
@@ -527,9 +562,11 @@ def latent_correlation_data(mode: str = "fast", previous: dict | None = None,
             models[name] = old
             continue
         models[name] = _corr_entry(name, label, wanted, log)
+    demo = _demo_image_anisotropy(models)
     return {"models": models, "order": list(models), "missing": missing, "k": CORR_K,
-            "method": CORR_METHOD, "demo_images": _demo_image_anisotropy(models),
-            "note": CORR_NOTE, "anisotropy_finding": ANISOTROPY_FINDING,
+            "method": CORR_METHOD, "demo_images": demo,
+            "anisotropy_finding": _anisotropy_finding(models, demo),
+            "note": CORR_NOTE, "anisotropy_test": ANISOTROPY_TEST,
             "anisotropy_definition": (
                 "A = mean corr at (dy, dx) = (+-1, 0) minus mean corr at (0, +-1), channel-mean "
                 "map of one image; A_T the same for the transposed image (model frame)"),
@@ -629,7 +666,7 @@ def _plot_correlation_figure(data: dict):
     missing = ", ".join(data.get("missing", {}))
     caption = ("Spatial correlation of the latents on Kodak (k = 2). " + CORR_NOTE
                + (f" Not in the zoo: {missing}." if missing else "") + "\n"
-               + ANISOTROPY_FINDING)
+               + ANISOTROPY_TEST + "\n" + data.get("anisotropy_finding", ""))
     fig.suptitle("\n".join(textwrap.fill(p, 200) for p in caption.split("\n")), fontsize=8,
                  ha="left", x=0.01)
     return fig

@@ -25,21 +25,21 @@ from .metrics import bd_psnr, bd_rate
 
 __all__ = [
     "METRICS",
-    "PUBLISHED_DATASETS",
-    "load_published",
-    "per_image_point",
-    "plot_rd_study",
     "PAPER_BD_RATES",
+    "PUBLISHED_DATASETS",
     "PUBLISHED_KODAK",
     "RDCurve",
     "bd_rate_table",
     "format_bd_table",
+    "load_published",
     "load_rd",
     "load_rd_dir",
     "merge_reports",
     "paper_bd_rates",
+    "per_image_point",
     "plot_rd",
     "plot_rd_kodak",
+    "plot_rd_study",
     "published_rd_dir",
     "save_rd",
     "zoo_bd_rows",
@@ -577,15 +577,15 @@ def plot_rd_study(data: Mapping):
     for k, dataset in enumerate(("Kodak", "CLIC Pro Valid", "Tecnick")):
         ax = fig.add_subplot(grid[0, 2] if k == 0 else grid[1, k])
         curves = data.get("published", {}).get(dataset, {})
-        for label in pub_colour:
+        for label, colour_ in pub_colour.items():
             if label not in curves:
                 continue
             c = curves[label]
             ax.plot(c["bpp"], c["psnr"], "-o" if label == "LALIC" else "--.",
-                    color=pub_colour[label], markersize=4,
+                    color=colour_, markersize=4,
                     linewidth=2 if label == "LALIC" else 1.2, label=label)
         ax.set_xlim(0, 1.25)
-        ax.set_ylim(24 if dataset == "Kodak" else 27, 41 if dataset == "Kodak" else 41)
+        ax.set_ylim(24 if dataset == "Kodak" else 27, 41)
         ax.set_xlabel("bpp")
         ax.set_ylabel("PSNR (dB)")
         ax.set_title(f"({'cde'[k]}) published points, {dataset}", fontsize=9)

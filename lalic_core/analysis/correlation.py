@@ -26,11 +26,10 @@ from torch import nn
 __all__ = [
     "CORRELATION_FIELDS",
     "LatentCorrelation",
-    "anisotropy",
-    "image_correlations",
-    "summarise_correlations",
     "LatentStatistics",
+    "anisotropy",
     "common_groups",
+    "image_correlations",
     "latent_correlation",
     "latent_statistics",
     "model_latent_correlation",
@@ -40,6 +39,7 @@ __all__ = [
     "plot_correlation_groups",
     "plot_correlation_models",
     "spatial_correlation",
+    "summarise_correlations",
 ]
 
 
