@@ -27,16 +27,20 @@ def _fake_kodak(monkeypatch, n=2, size=(64, 96)):
             out.append((name, x, False))
         return out
 
-    monkeypatch.setattr(figures, "kodak_images", images)
-    monkeypatch.setattr(figures, "FAST_IMAGES", n)
-    monkeypatch.setattr(figures, "GLOBAL_CROP", {"fast": 32, "full": 32})
-    monkeypatch.setattr(figures, "RESAMPLES", {"fast": 50, "full": 50})
+    for module in (figures.erf, figures.correlation):  # each looks the names up in its own
+        monkeypatch.setattr(module, "kodak_images", images)
+    monkeypatch.setattr(figures.erf, "FAST_IMAGES", n)
+    monkeypatch.setattr(figures.correlation, "FAST_IMAGES", n)
+    monkeypatch.setattr(figures.erf, "GLOBAL_CROP", {"fast": 32, "full": 32})
+    for module in (figures.erf, figures.correlation):
+        if hasattr(module, "RESAMPLES"):
+            monkeypatch.setattr(module, "RESAMPLES", {"fast": 50, "full": 50})
 
 
 def test_erf_comparison_json_schema(monkeypatch, tmp_path):
     _fake_kodak(monkeypatch)
-    monkeypatch.setattr(figures, "ERF_KINDS", ("birwkv", "cnn", "fat"))
-    data = figures.erf_comparison_data("fast", log=lambda *_: None)
+    monkeypatch.setattr(figures.erf, "ERF_KINDS", ("birwkv", "cnn", "fat"))
+    data = figures.erf.erf_comparison_data("fast", log=lambda *_: None)
     path = figures.write_json(tmp_path / "erf.json", data)
     data = json.loads(path.read_text())
     assert set(data["trained"]) == {"birwkv", "cnn"}  # no trained FAT-style transform
@@ -51,17 +55,17 @@ def test_erf_comparison_json_schema(monkeypatch, tmp_path):
     assert set(data["trained"]["birwkv"]["biwkv_floor"])
     # rows with the same inputs are reused, not measured again
     calls = []
-    monkeypatch.setattr(figures, "_erf_row", lambda *a, **k: calls.append(a) or {})
-    figures.erf_comparison_data("fast", previous=data, log=lambda *_: None)
+    monkeypatch.setattr(figures.erf, "_erf_row", lambda *a, **k: calls.append(a) or {})
+    figures.erf.erf_comparison_data("fast", previous=data, log=lambda *_: None)
     assert calls == []
-    fig = figures._plot_erf_figure(data)
+    fig = figures.erf._plot_erf_figure(data)
     assert fig.axes
 
 
 def test_latent_correlation_json_schema(monkeypatch, tmp_path):
     _fake_kodak(monkeypatch, size=(64, 64))
-    monkeypatch.setattr(figures, "CORR_MODELS", (("cnn-tiny", "CNN"), ("nope-tiny", "none")))
-    data = figures.latent_correlation_data("fast", log=lambda *_: None)
+    monkeypatch.setattr(figures.correlation, "CORR_MODELS", (("cnn-tiny", "CNN"), ("nope-tiny", "none")))
+    data = figures.correlation.latent_correlation_data("fast", log=lambda *_: None)
     data = json.loads(figures.write_json(tmp_path / "c.json", data).read_text())
     entry = data["models"]["cnn-tiny"]
     assert entry["n_images"] == 2 and "nope-tiny" in data["missing"]
@@ -69,7 +73,7 @@ def test_latent_correlation_json_schema(monkeypatch, tmp_path):
         s = entry[field]
         assert len(s["mean_map"]) == 5 and len(s["per_image_mean_abs_offcentre"]) == 2
         assert "anisotropy_content_ci" in s and "anisotropy_model_fixed" in s
-    assert figures._plot_correlation_figure(data).axes
+    assert figures.correlation._plot_correlation_figure(data).axes
 
 
 def test_rd_kodak_json_schema(tmp_path):
@@ -78,7 +82,7 @@ def test_rd_kodak_json_schema(tmp_path):
                          for i in range(1, 5)]}
     for name in ("lalic-tiny-scratch", "tcm-tiny"):
         (tmp_path / f"kodak-{name}-q3.json").write_text(json.dumps(report))
-    data = figures.rd_kodak_data(tmp_path)
+    data = figures.rd.rd_kodak_data(tmp_path)
     data = json.loads(figures.write_json(tmp_path / "rd.json", data).read_text())
     bm = data["budget_matched"]
     assert set(bm["models"]) == {"lalic-tiny-scratch", "tcm-tiny"}
