@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch
+from timing import time_call  # benchmarks/timing.py, beside this script
 
 SHAPES = [(1, 98304, 96), (1, 24576, 144), (1, 6144, 256), (1, 1536, 320), (8, 16384, 96),
           (8, 4096, 144)]
@@ -104,26 +105,11 @@ def official_sources(arg: str | None) -> Path | None:
 # timing
 # ----------------------------------------------------------------------------------------
 def median_us(fn, repeats: int, warmup: int = 2) -> float:
-    if not torch.cuda.is_available():
-        warmup = min(warmup, 1)  # the interpreter (--smoke): compiles nothing
     """Median time of fn() in microseconds: CUDA events on a GPU, wall clock on the CPU."""
-    for _ in range(warmup):
+    cuda = torch.cuda.is_available()
+    for _ in range(warmup if cuda else min(warmup, 1)):  # the interpreter compiles nothing
         fn()
-    times = []
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            start = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) * 1e3)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e6)
-    return statistics.median(times)
+    return statistics.median(time_call(fn, cuda) * 1e6 for _ in range(repeats))
 
 
 def make_inputs(B, T, C, device, dtype=torch.float32, seed=0, decay=1.0):

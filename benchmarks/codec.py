@@ -45,6 +45,7 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+from timing import time_call  # benchmarks/timing.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -159,18 +160,9 @@ def _gpu_time(fn, device: str, repeats: int) -> tuple[float, float]:
         if device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-            start = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
+        times.append(time_call(fn, device == "cuda"))
+        if device == "cuda":
             peak = max(peak, torch.cuda.max_memory_allocated())
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
     return statistics.median(times), peak
 
 

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from test_biwkv import make_inputs  # the model's parametrisation: w = decay / T, u = boost / T
 
 from lalic_core.ops.biwkv import SEMANTICS, biwkv
 from lalic_core.ops.biwkv.naive import (
@@ -18,16 +19,6 @@ from lalic_core.ops.biwkv.naive import (
 )
 
 OFFICIAL = ("official32", "official64")
-
-
-def make_inputs(B, T, C, *, dtype=torch.float64, k_scale=3.0, decay=3.0, boost=3.0, seed=0):
-    """Random inputs in the model's parametrisation: w = decay / T, u = boost / T."""
-    g = torch.Generator().manual_seed(seed)
-    k = torch.randn(B, T, C, generator=g, dtype=torch.float64) * k_scale
-    v = torch.randn(B, T, C, generator=g, dtype=torch.float64)
-    w = (torch.rand(C, generator=g, dtype=torch.float64) * 2 - 1) * decay / T
-    u = (torch.rand(C, generator=g, dtype=torch.float64) * 2 - 1) * boost / T
-    return w, u, k.to(dtype), v.to(dtype)
 
 
 def one_chunk_per_token_loop(w, u, k, v):
