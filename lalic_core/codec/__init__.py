@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lalic_core.atomic import write_bytes_atomic
 from lalic_core.codec.container import (
     FORMAT_VERSION,
     MAGIC,
@@ -39,12 +40,15 @@ from lalic_core.codec.container import (
     read_header,
     step_labels,
 )
+from lalic_core.codec.determinism import deterministic_coding
 from lalic_core.codec.identity import (
     RANDOM_INIT_SEED,
     CodecModel,
     ModelIdentity,
     as_codec_model,
+    decoding_state,
     file_sha256,
+    fingerprint_coverage,
     model_fingerprint,
     model_for_file,
     resolve_model,
@@ -78,9 +82,12 @@ __all__ = [
     "crop_center",
     "decode_file",
     "decode_image",
+    "decoding_state",
+    "deterministic_coding",
     "encode_file",
     "encode_image",
     "file_sha256",
+    "fingerprint_coverage",
     "model_fingerprint",
     "model_for_file",
     "pad_center",
@@ -109,14 +116,16 @@ def _compact_shape(model: nn.Module, shape: Any) -> Any:
     return shape
 
 
-def encode_image(image, model: CodecModel | nn.Module, *, pad_multiple: int | None = None) -> bytes:
+def encode_image(image, model: CodecModel | nn.Module, *, pad_multiple: int | None = None,
+                 entropy_float64: bool = False) -> bytes:
     """Compress one image to the bytes of a ``.lalic`` file.
 
     ``image``: path, PIL image, (3, H, W) uint8 or (1, 3, H, W) float tensor in [0, 1].
     ``model``: a :class:`CodecModel` (from :func:`resolve_model`) or a bare CompressAI-style
     model (then a "custom" identity: decoding needs the same model object again).
     ``pad_multiple``: defaults to the model's downsampling factor (64 for LALIC); it must be a
-    multiple of it.
+    multiple of it. Coding runs inside :func:`.determinism.deterministic_coding`;
+    ``entropy_float64`` runs the entropy-parameter networks in float64 there.
     """
     codec_model = as_codec_model(model)
     x = as_image_batch(image)
@@ -126,8 +135,9 @@ def encode_image(image, model: CodecModel | nn.Module, *, pad_multiple: int | No
         raise ValueError(f"pad_multiple must be a multiple of the model's downsampling factor "
                          f"{factor} and at most {MAX_PAD_MULTIPLE}, got {pad_multiple}")
     height, width = x.shape[-2:]
-    with torch.no_grad():
-        out = codec_model.model.compress(pad_center(x, multiple).to(codec_model.device))
+    with torch.no_grad(), deterministic_coding(codec_model.model, entropy_float64=entropy_float64):
+        x = pad_center(x, multiple).to(codec_model.device).contiguous()
+        out = codec_model.model.compress(x)
     if not isinstance(out, dict) or "strings" not in out or "shape" not in out:
         raise TypeError("model.compress() must return a dict with 'strings' and 'shape'")
     record = LalicFile(
@@ -139,13 +149,14 @@ def encode_image(image, model: CodecModel | nn.Module, *, pad_multiple: int | No
 
 
 def decode_image(data: bytes | LalicFile, model: CodecModel | nn.Module | str | None = None, *,
-                 device: str | torch.device = "cpu") -> torch.Tensor:
+                 device: str | torch.device = "cpu", entropy_float64: bool = False) -> torch.Tensor:
     """Decode the bytes of a ``.lalic`` file to a (1, 3, H, W) float image in [0, 1].
 
     ``model``: None to build the model the file names (preset or zoo entry), a spec for
     :func:`resolve_model` (needed for checkpoints), or a model object. Its weights fingerprint
     must match the file's. The result is the model's reconstruction, clamped, cropped, not
-    rounded (see :func:`to_uint8` / :func:`save_image`).
+    rounded (see :func:`to_uint8` / :func:`save_image`). Files made before coder tables were
+    stored decode with the tables CompressAI computes here (:meth:`CodecModel.tables_for`).
     """
     header = data if isinstance(data, LalicFile) else LalicFile.from_bytes(data)
     header.check_decodable()
@@ -153,7 +164,9 @@ def decode_image(data: bytes | LalicFile, model: CodecModel | nn.Module | str | 
     header.check_decodable(codec_model)
     hp, wp = header.padded_size
     try:
-        with torch.no_grad(), checked_rans_decoding(codec_model.model):
+        with torch.no_grad(), codec_model.tables_for(header.fingerprint), \
+                deterministic_coding(codec_model.model, entropy_float64=entropy_float64), \
+                checked_rans_decoding(codec_model.model):
             x_hat = codec_model.model.decompress(header.strings, header.shape)["x_hat"]
     except LalicFormatError:
         raise
@@ -170,14 +183,15 @@ def decode_image(data: bytes | LalicFile, model: CodecModel | nn.Module | str | 
 
 def encode_file(src: str | os.PathLike, dst: str | os.PathLike, model: CodecModel | nn.Module | str,
                 *, pad_multiple: int | None = None) -> LalicFile:
-    """Compress the image file ``src`` to the ``.lalic`` file ``dst``; returns its header."""
+    """Compress the image file ``src`` to the ``.lalic`` file ``dst`` (written atomically);
+    returns its header."""
     codec_model = resolve_model(model) if isinstance(model, (str, os.PathLike)) else model
     x = read_image(src)
     data = encode_image(x, codec_model, pad_multiple=pad_multiple)
     dst = Path(dst)
     if dst.is_dir():
         raise IsADirectoryError(f"output is a folder, expected a file name: {dst}")
-    dst.write_bytes(data)
+    write_bytes_atomic(dst, data)
     return LalicFile.from_bytes(data)
 
 
