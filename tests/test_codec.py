@@ -17,8 +17,7 @@ import torch
 from PIL import Image
 
 from lalic_core import codec
-from lalic_core.codec import container
-from lalic_core.codec import LalicFile, LalicFormatError, LalicWarning, ModelIdentity
+from lalic_core.codec import LalicFile, LalicFormatError, LalicWarning, ModelIdentity, container
 
 
 def _elic(seed: int = 0):
@@ -364,12 +363,19 @@ def test_encode_rejects_bad_tensors(elic):
 # --------------------------------------------------------------------------------------------
 # Model identity
 # --------------------------------------------------------------------------------------------
-def test_fingerprint_tracks_weights():
+def test_fingerprint_tracks_what_decides_decoding():
     a, b = _elic(), _elic()
     assert codec.model_fingerprint(a) == codec.model_fingerprint(b)
     with torch.no_grad():
-        next(b.parameters()).view(-1)[0] += 1e-6
-    assert codec.model_fingerprint(a) != codec.model_fingerprint(b)
+        next(b.g_a.parameters()).view(-1)[0] += 1e-6  # encoder only: decoding unchanged
+    assert codec.model_fingerprint(a) == codec.model_fingerprint(b)
+    for part in (b.g_s, b.h_s):
+        with torch.no_grad():
+            next(part.parameters()).view(-1)[0] += 1e-6
+        assert codec.model_fingerprint(a) != codec.model_fingerprint(b)
+    c = _elic()
+    c.latent_codec["hyper"].entropy_bottleneck._quantized_cdf[0, 1] += 1  # a coder table
+    assert codec.model_fingerprint(a) != codec.model_fingerprint(c)
 
 
 def test_resolve_model_errors(tmp_path):

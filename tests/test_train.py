@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from lalic_core.images import crop_center, pad_center
 from lalic_core.train import LAMBDAS, TrainConfig, train
 from lalic_core.training.checkpoints import load_training_checkpoint
 from lalic_core.training.data import (
@@ -23,7 +24,6 @@ from lalic_core.training.data import (
     find_images,
     load_validation_images,
 )
-from lalic_core.images import crop_center, pad_center
 from lalic_core.training.trainer import (
     RateDistortionLoss,
     build_model,
