@@ -122,9 +122,10 @@ def _cmd_decompress(args) -> int:
 #: What the header's fingerprint covers (lalic_core.codec.identity.decoding_state).
 FINGERPRINT_COVERS = (
     "what decides decoding: the decoder g_s, the entropy-parameter networks (h_s, SCCTX "
-    "channel and checkerboard contexts, parameter aggregation), the z medians and the coder "
-    "tables (EntropyBottleneck, GaussianConditional); not the encoder-only g_a, h_a (files "
-    "made before stored coder tables: the whole state dict)"
+    "channel and checkerboard contexts, parameter aggregation), the z medians, the coder "
+    "tables (EntropyBottleneck, GaussianConditional) and the precision of the "
+    "entropy-parameter path (float64 by default); not the encoder-only g_a, h_a (files made "
+    "before stored coder tables: the whole state dict)"
 )
 
 

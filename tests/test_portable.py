@@ -180,7 +180,17 @@ def test_files_made_before_stored_tables_on_another_machine_are_refused(monkeypa
 def test_new_files_carry_the_portable_fingerprint(tiny3, image):
     header = codec.LalicFile.from_bytes(codec.encode_image(image, tiny3))
     assert header.fingerprint == tiny3.fingerprint != tiny3.legacy_fingerprint
+    assert tiny3.entropy_path_of(header.fingerprint) == "float64"  # the default
     assert header.version == codec.FORMAT_VERSION  # the byte layout is unchanged
+
+
+def test_the_decoder_uses_the_precision_the_file_was_coded_with(tiny3, image):
+    data = codec.encode_image(image, tiny3, entropy_float64=False)
+    fp = codec.LalicFile.from_bytes(data).fingerprint
+    assert fp == tiny3.fingerprint_for("float32") != tiny3.fingerprint
+    assert tiny3.entropy_path_of(fp) == "float32"
+    auto = codec.decode_image(data)  # the model the file names, fresh
+    assert torch.equal(auto, codec.decode_image(data, tiny3, entropy_float64=False))
 
 
 def test_a_table_mismatch_is_one_line_naming_the_coder(image):
@@ -213,8 +223,8 @@ def _encode_under(regime: str, model, image) -> bytes:
             return codec.encode_image(image.to(memory_format=torch.channels_last), model)
         finally:
             model.model.to(memory_format=torch.contiguous_format)
-    if regime == "float64":
-        return codec.encode_image(image, model, entropy_float64=True)
+    if regime == "float32":
+        return codec.encode_image(image, model, entropy_float64=False)
     return codec.encode_image(image, model)
 
 
@@ -232,8 +242,8 @@ def _decode_under(regime: str, data: bytes, model) -> torch.Tensor:
             return codec.decode_image(data, model)
         finally:
             model.model.to(memory_format=torch.contiguous_format)
-    if regime == "float64":
-        return codec.decode_image(data, model, entropy_float64=True)
+    if regime in ("float32", "float64"):  # forced, whatever the file says
+        return codec.decode_image(data, model, entropy_float64=regime == "float64")
     return codec.decode_image(data, model)
 
 
@@ -250,7 +260,7 @@ def _with_threads(n, fn):
     ("threads1", "threads2"), ("threads2", "threads1"),
     ("default", "mkldnn_off"), ("mkldnn_off", "default"),
     ("channels_last", "default"), ("default", "channels_last"),
-    ("default", "float64"), ("float64", "default"),
+    ("float32", "float64"), ("default", "float32"),
 ])
 def test_files_decode_under_another_numeric_regime(tiny3, image, enc, dec):
     data = _encode_under(enc, tiny3, image)

@@ -117,15 +117,16 @@ def _compact_shape(model: nn.Module, shape: Any) -> Any:
 
 
 def encode_image(image, model: CodecModel | nn.Module, *, pad_multiple: int | None = None,
-                 entropy_float64: bool = False) -> bytes:
+                 entropy_float64: bool = True) -> bytes:
     """Compress one image to the bytes of a ``.lalic`` file.
 
     ``image``: path, PIL image, (3, H, W) uint8 or (1, 3, H, W) float tensor in [0, 1].
     ``model``: a :class:`CodecModel` (from :func:`resolve_model`) or a bare CompressAI-style
     model (then a "custom" identity: decoding needs the same model object again).
     ``pad_multiple``: defaults to the model's downsampling factor (64 for LALIC); it must be a
-    multiple of it. Coding runs inside :func:`.determinism.deterministic_coding`;
-    ``entropy_float64`` runs the entropy-parameter networks in float64 there.
+    multiple of it. Coding runs inside :func:`.determinism.deterministic_coding`, with the
+    entropy-parameter networks in float64 unless ``entropy_float64=False`` (the precision is
+    recorded in the fingerprint, and the decoder uses the same).
     """
     codec_model = as_codec_model(model)
     x = as_image_batch(image)
@@ -140,8 +141,9 @@ def encode_image(image, model: CodecModel | nn.Module, *, pad_multiple: int | No
         out = codec_model.model.compress(x)
     if not isinstance(out, dict) or "strings" not in out or "shape" not in out:
         raise TypeError("model.compress() must return a dict with 'strings' and 'shape'")
+    path = "float64" if entropy_float64 else "float32"
     record = LalicFile(
-        identity=codec_model.identity, fingerprint=codec_model.fingerprint, width=int(width),
+        identity=codec_model.identity, fingerprint=codec_model.fingerprint_for(path), width=int(width),
         height=int(height), pad_multiple=multiple, shape=_compact_shape(codec_model.model, out["shape"]),
         strings=out["strings"],
     )
@@ -149,7 +151,8 @@ def encode_image(image, model: CodecModel | nn.Module, *, pad_multiple: int | No
 
 
 def decode_image(data: bytes | LalicFile, model: CodecModel | nn.Module | str | None = None, *,
-                 device: str | torch.device = "cpu", entropy_float64: bool = False) -> torch.Tensor:
+                 device: str | torch.device = "cpu",
+                 entropy_float64: bool | None = None) -> torch.Tensor:
     """Decode the bytes of a ``.lalic`` file to a (1, 3, H, W) float image in [0, 1].
 
     ``model``: None to build the model the file names (preset or zoo entry), a spec for
@@ -157,12 +160,16 @@ def decode_image(data: bytes | LalicFile, model: CodecModel | nn.Module | str | 
     must match the file's. The result is the model's reconstruction, clamped, cropped, not
     rounded (see :func:`to_uint8` / :func:`save_image`). Files made before coder tables were
     stored decode with the tables CompressAI computes here (:meth:`CodecModel.tables_for`).
+    ``entropy_float64``: None to use the precision the file was coded with (read from its
+    fingerprint), or force one.
     """
     header = data if isinstance(data, LalicFile) else LalicFile.from_bytes(data)
     header.check_decodable()
     codec_model = model_for_file(header, model, device)
     header.check_decodable(codec_model)
     hp, wp = header.padded_size
+    if entropy_float64 is None:
+        entropy_float64 = codec_model.entropy_path_of(header.fingerprint) == "float64"
     try:
         with torch.no_grad(), codec_model.tables_for(header.fingerprint), \
                 deterministic_coding(codec_model.model, entropy_float64=entropy_float64), \
@@ -182,12 +189,12 @@ def decode_image(data: bytes | LalicFile, model: CodecModel | nn.Module | str | 
 
 
 def encode_file(src: str | os.PathLike, dst: str | os.PathLike, model: CodecModel | nn.Module | str,
-                *, pad_multiple: int | None = None) -> LalicFile:
+                *, pad_multiple: int | None = None, entropy_float64: bool = True) -> LalicFile:
     """Compress the image file ``src`` to the ``.lalic`` file ``dst`` (written atomically);
     returns its header."""
     codec_model = resolve_model(model) if isinstance(model, (str, os.PathLike)) else model
     x = read_image(src)
-    data = encode_image(x, codec_model, pad_multiple=pad_multiple)
+    data = encode_image(x, codec_model, pad_multiple=pad_multiple, entropy_float64=entropy_float64)
     dst = Path(dst)
     if dst.is_dir():
         raise IsADirectoryError(f"output is a folder, expected a file name: {dst}")

@@ -23,12 +23,14 @@ from lalic_core.models.factory import build_model, load_checkpoint, preset_names
 
 __all__ = [
     "CHECKPOINT_HASH_BYTES",
+    "ENTROPY_PATHS",
     "FINGERPRINT_BYTES",
     "IDENTITY_KINDS",
     "RANDOM_INIT_SEED",
     "CodecModel",
     "ModelIdentity",
     "as_codec_model",
+    "decoding_digest",
     "decoding_state",
     "file_sha256",
     "fingerprint_coverage",
@@ -36,6 +38,7 @@ __all__ = [
     "model_fingerprint",
     "model_for_file",
     "resolve_model",
+    "tagged_fingerprint",
 ]
 
 FINGERPRINT_BYTES = 4
@@ -99,8 +102,26 @@ class CodecModel:
         self.random_init = random_init
 
     @cached_property
+    def decoding_digest(self) -> bytes:
+        return decoding_digest(self.model)
+
+    @property
     def fingerprint(self) -> bytes:
-        return model_fingerprint(self.model)
+        """The fingerprint of files coded with the default float64 entropy-parameter path."""
+        return self.fingerprint_for("float64")
+
+    def fingerprint_for(self, entropy_path: str) -> bytes:
+        """The fingerprint of files coded with ``entropy_path`` ("float64" or "float32")."""
+        return tagged_fingerprint(self.decoding_digest, entropy_path)
+
+    def entropy_path_of(self, fingerprint: bytes) -> str | None:
+        """How a file with ``fingerprint`` was coded by this model: "float64", "float32",
+        "legacy" (before stored tables: float32 with this machine's CompressAI tables), or
+        None (another model)."""
+        for path in ENTROPY_PATHS:
+            if fingerprint == self.fingerprint_for(path):
+                return path
+        return "legacy" if fingerprint == self.legacy_fingerprint else None
 
     @cached_property
     def legacy_tables(self) -> dict[str, dict[str, torch.Tensor]]:
@@ -120,7 +141,7 @@ class CodecModel:
     def tables_for(self, fingerprint: bytes):
         """Within this block the model decodes files with ``fingerprint``: its own tables, or,
         for the legacy fingerprint, the tables of :attr:`legacy_tables` (restored after)."""
-        if fingerprint == self.fingerprint or fingerprint != self.legacy_fingerprint:
+        if self.entropy_path_of(fingerprint) != "legacy":
             yield self.model
             return
         from lalic_core.coder_tables import coder_modules, set_coder_tables
@@ -179,6 +200,8 @@ DENSITY_ONLY = ("matrices", "biases", "factors", "target")
 #: Entries never used to decode: training-only bounds.
 TRAINING_ONLY = ("likelihood_lower_bound",)
 FINGERPRINT_DOMAIN = b"lalic-decoding-fingerprint-2;"
+#: Precisions of the entropy-parameter path a file can be coded with (the default first).
+ENTROPY_PATHS = ("float64", "float32")
 
 
 def decoding_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -206,22 +229,41 @@ def decoding_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def _digest(items, domain: bytes = b"") -> bytes:
+def _sha256(items, domain: bytes = b"") -> bytes:
     digest = hashlib.sha256(domain)
     for name, tensor in items:
         tensor = tensor.detach().to("cpu").contiguous().reshape(-1)
         digest.update(f"{name}|{tensor.dtype}|{tensor.numel()};".encode())
         if tensor.numel():
             digest.update(tensor.view(torch.uint8).numpy())
-    return digest.digest()[:FINGERPRINT_BYTES]
+    return digest.digest()
 
 
-def model_fingerprint(model: nn.Module) -> bytes:
-    """First 4 bytes of the SHA-256 of :func:`decoding_state` (names, dtypes, sizes, bytes):
-    exactly what decides decoding, coder tables included, and nothing computed on the machine
-    (tables are stored or computed deterministically), so the same model has the same
-    fingerprint on every machine and device."""
-    return _digest(decoding_state(model).items(), FINGERPRINT_DOMAIN)
+def _digest(items, domain: bytes = b"") -> bytes:
+    return _sha256(items, domain)[:FINGERPRINT_BYTES]
+
+
+def decoding_digest(model: nn.Module) -> bytes:
+    """SHA-256 of :func:`decoding_state` (names, dtypes, sizes, bytes)."""
+    return _sha256(decoding_state(model).items(), FINGERPRINT_DOMAIN)
+
+
+def tagged_fingerprint(digest: bytes, entropy_path: str) -> bytes:
+    """The 4-byte fingerprint of a :func:`decoding_digest` coded with ``entropy_path``."""
+    if entropy_path not in ENTROPY_PATHS:
+        raise ValueError(f"entropy_path must be one of {ENTROPY_PATHS}, got {entropy_path!r}")
+    return hashlib.sha256(FINGERPRINT_DOMAIN + entropy_path.encode() + b";" + digest
+                          ).digest()[:FINGERPRINT_BYTES]
+
+
+def model_fingerprint(model: nn.Module, entropy_path: str = "float64") -> bytes:
+    """The 4 bytes that a file coded by ``model`` with the entropy-parameter path in
+    ``entropy_path`` ("float64", the default, or "float32") carries: a hash of exactly what
+    decides decoding (:func:`decoding_state`, coder tables included) and of that precision,
+    and of nothing computed on the machine (tables are stored or computed
+    deterministically), so the same model has the same fingerprint on every machine and
+    device; the decoder reads the precision back from it."""
+    return tagged_fingerprint(decoding_digest(model), entropy_path)
 
 
 def legacy_fingerprint(model: nn.Module, tables: dict[str, dict[str, torch.Tensor]]) -> bytes:
@@ -381,8 +423,7 @@ def model_for_file(header, model: CodecModel | nn.Module | str | None,
             f"wrong checkpoint: the file was made with SHA-256 {ident.checkpoint_sha256.hex()}..., "
             f"the given checkpoint has {given.checkpoint_sha256.hex()}..."
         )
-    if header.fingerprint != codec_model.fingerprint \
-            and header.fingerprint != codec_model.legacy_fingerprint:
+    if codec_model.entropy_path_of(header.fingerprint) is None:
         raise ModelMismatchError(
             f"this file was made by another model: it needs {ident.describe()} with decoding "
             f"fingerprint {header.fingerprint.hex()}, the model given is {given.describe()} with "
