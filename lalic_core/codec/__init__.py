@@ -7,8 +7,16 @@ with what is needed to decode it and to refuse what cannot be decoded: the model
 a fingerprint of its weights, the original image size and the padding, and a checksum.
 
 The byte layout (format version 1) is documented in :mod:`.container`; the model identity
-and weights fingerprint in :mod:`.identity`; the bounds-checked rANS decoder in :mod:`.rans`.
-Images are read and written by :mod:`lalic_core.images`.
+and decoding fingerprint in :mod:`.identity`; the bounds-checked rANS decoder in :mod:`.rans`;
+deterministic numerics in :mod:`.determinism`. Images are read and written by
+:mod:`lalic_core.images`.
+
+Portability. A file decodes on any machine and device: the coder tables are stored with the
+model or computed deterministically (:mod:`lalic_core.coder_tables`), the fingerprint covers
+exactly what decides decoding (and the precision of the entropy-parameter path, float64 by
+default) and nothing machine-dependent, and coding runs in
+:func:`.determinism.deterministic_coding`. Files made before stored tables decode where they
+decoded before (see :meth:`.identity.CodecModel.entropy_path_of`).
 
 Padding. LALIC downsamples by 16 in g_a and by 4 more in h_a, so it decodes exactly for any
 height and width that are multiples of 64 (y is then a multiple of 4 in each direction,
