@@ -61,6 +61,7 @@ def _run_child(n_plain: int, n_resealed: int, seed: int) -> dict:
     import torch
 
     from lalic_core import codec
+    from lalic_core.codec.container import CRC_BYTES
 
     warnings.simplefilter("ignore")
     model = codec.resolve_model("tiny", warn_random=False)
@@ -69,7 +70,7 @@ def _run_child(n_plain: int, n_resealed: int, seed: int) -> dict:
                                             mode="bilinear", align_corners=False)
     valid = codec.encode_image(image, model)
     reference = codec.decode_image(valid, model)
-    header_end = codec.LalicFile.from_bytes(valid).header_bytes - codec.CRC_BYTES
+    header_end = codec.LalicFile.from_bytes(valid).header_bytes - CRC_BYTES
     rng = np.random.default_rng(seed)
     outcomes: Counter = Counter()
     reasons: Counter = Counter()
@@ -97,7 +98,7 @@ def _run_child(n_plain: int, n_resealed: int, seed: int) -> dict:
     for i in range(n_plain):
         attempt(_mutate(valid, rng, (0, len(valid))), "plain")
     plain_seconds = time.perf_counter() - start
-    body = valid[: -codec.CRC_BYTES]
+    body = valid[: -CRC_BYTES]
     for i in range(n_resealed):  # a third each: header, strings, strings with the same length
         region = (0, header_end) if i % 3 == 0 else (header_end, len(body))
         damaged = _mutate(body, rng, region, kinds=2 if i % 3 == 2 else 6)
