@@ -113,7 +113,7 @@ def _fuzz(n_plain: int, n_resealed: int, seed: int) -> dict:
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), str(n_plain), str(n_resealed), str(seed)],
         capture_output=True, text=True, env=env, check=False,
-        timeout=120 + CHILD_SECONDS_PER_DECODE * n_resealed,
+        timeout=600 + CHILD_SECONDS_PER_DECODE * n_resealed,  # model build, numba, load
     )
     assert proc.returncode == 0, f"fuzz child failed (status {proc.returncode}):\n{proc.stderr[-4000:]}"
     report = json.loads(proc.stdout.strip().splitlines()[-1])
