@@ -45,7 +45,7 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check lalic_core tests benchmarks
+	$(VENV)/bin/ruff check lalic_core tests benchmarks scripts
 
 clean-venv:
 	rm -rf $(VENV)

@@ -26,6 +26,7 @@ import traceback
 import warnings
 from pathlib import Path
 
+from lalic_core.atomic import check_new_output, write_bytes_atomic
 from lalic_core.codec.evaluation import evaluate
 
 __all__ = ["build_parser", "evaluate", "main"]
@@ -79,13 +80,14 @@ def _cmd_compress(args) -> int:
     _set_threads(args)
     if _same_file(args.input, args.output):
         raise ValueError(f"output {args.output} would overwrite the input image")
+    check_new_output(args.output, args.force)
     x = codec.read_image(args.input)  # first, so a bad image fails before a model is built
     model = codec.resolve_model(args.model, device=args.device,
                                 biwkv_semantics=args.biwkv_semantics)
     start = time.perf_counter()
     data = codec.encode_image(x, model, pad_multiple=args.pad_multiple)
     seconds = time.perf_counter() - start
-    Path(args.output).write_bytes(data)
+    write_bytes_atomic(args.output, data)
     header = codec.LalicFile.from_bytes(data)
     pixels = header.num_pixels
     _say(
@@ -105,6 +107,7 @@ def _cmd_decompress(args) -> int:
     if _same_file(args.input, args.output):
         raise ValueError(f"output {args.output} would overwrite the input file")
     codec.check_image_path(args.output)
+    check_new_output(args.output, args.force)
     header = codec.read_header(args.input)
     codec.check_biwkv_semantics(header, args.biwkv_semantics)  # before building a model
     model = codec.model_for_file(header, args.model, args.device)  # not timed, as in compress
@@ -112,7 +115,7 @@ def _cmd_decompress(args) -> int:
     x_hat = codec.decode_image(header, model, device=args.device,
                                biwkv_semantics=args.biwkv_semantics)
     seconds = time.perf_counter() - start
-    codec.save_image(args.output, x_hat)
+    codec.save_image(args.output, x_hat)  # atomically
     _say(f"{args.input} -> {args.output} ({header.width}x{header.height}); "
          f"model {header.identity.spec}; BiWKV {header.biwkv_semantics}; {seconds:.2f} s")
     return 0
@@ -121,6 +124,16 @@ def _cmd_decompress(args) -> int:
 # --------------------------------------------------------------------------------------------
 # info
 # --------------------------------------------------------------------------------------------
+#: What the header's fingerprint covers (lalic_core.codec.identity.decoding_state).
+FINGERPRINT_COVERS = (
+    "what decides decoding: the decoder g_s, the entropy-parameter networks (h_s, SCCTX "
+    "channel and checkerboard contexts, parameter aggregation), the z medians, the coder "
+    "tables (EntropyBottleneck, GaussianConditional) and the precision of the "
+    "entropy-parameter path (float64 by default); not the encoder-only g_a, h_a (files made "
+    "before stored coder tables: the whole state dict)"
+)
+
+
 def _info_dict(path: str, header) -> dict:
     from lalic_core import codec
 
@@ -139,6 +152,7 @@ def _info_dict(path: str, header) -> dict:
         },
         "weights_fingerprint": header.fingerprint.hex(),
         "biwkv_semantics": header.biwkv_semantics,
+        "fingerprint_covers": FINGERPRINT_COVERS,
         "width": header.width,
         "height": header.height,
         "pad_multiple": header.pad_multiple,
@@ -180,6 +194,7 @@ def _cmd_info(args) -> int:
         ("weights fingerprint", info["weights_fingerprint"]),
         ("BiWKV semantics", header.biwkv_semantics
          + ("  (version-1 file: no field, formula)" if header.version < 2 else "")),
+        ("fingerprint covers", FINGERPRINT_COVERS),
         ("image", f"{header.width}x{header.height}"),
         ("padded to", (f"{info['padded_width']}x{info['padded_height']} (multiple of "
                        f"{header.pad_multiple}; top {pad['top']}, bottom {pad['bottom']}, "
@@ -218,6 +233,8 @@ def _cmd_eval(args) -> int:
     from lalic_core.data import list_images
 
     _set_threads(args)
+    if args.output:
+        check_new_output(args.output, args.force)  # before the work, not after
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     paths = list_images(args.folder, recursive=not args.no_recursive)[: args.limit]
@@ -252,9 +269,7 @@ def _cmd_eval(args) -> int:
     _say(f"mean over {len(report['images'])} images: " + ", ".join(parts))
     if args.output:
         out = Path(args.output)
-        if out.parent and not out.parent.exists():
-            out.parent.mkdir(parents=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
+        write_bytes_atomic(out, (json.dumps(report, indent=2) + "\n").encode())
         _say(f"wrote {out}")
     return 0
 
@@ -332,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compress", parents=[common, device], help="compress an image to a .lalic file")
     p.add_argument("input", help="image file (PNG, JPEG, ...)")
     p.add_argument("output", help="the .lalic file to write")
+    p.add_argument("--force", "-f", action="store_true", help="overwrite an existing output")
     p.add_argument("--model", "-m", required=True,
                    help="zoo entry NAME:QUALITY, checkpoint file, or preset name (random weights)")
     p.add_argument("--pad-multiple", type=int, default=None,
@@ -346,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decompress", parents=[common, device], help="decode a .lalic file to an image")
     p.add_argument("input", help="the .lalic file")
     p.add_argument("output", help="image file to write (PNG keeps the decoded pixels exactly)")
+    p.add_argument("--force", "-f", action="store_true", help="overwrite an existing output")
     p.add_argument("--model", "-m", default=None,
                    help="model to decode with (default: the one the file names; required for "
                         "files made with a checkpoint)")
@@ -359,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", help="folder of images (e.g. Kodak)")
     p.add_argument("--model", "-m", required=True, help="as for compress")
     p.add_argument("--output", "-o", default=None, help="write the results as RD JSON here")
+    p.add_argument("--force", "-f", action="store_true", help="overwrite an existing --output")
     p.add_argument("--name", default=None, help="curve name in the JSON (default: the model)")
     p.add_argument("--pad-multiple", type=int, default=None, help="as for compress")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")

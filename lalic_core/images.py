@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from compressai.ops import compute_padding
 
+from lalic_core.atomic import atomic_path
 from lalic_core.errors import LalicWarning
 
 __all__ = [
@@ -153,11 +154,14 @@ def check_image_path(path: str | os.PathLike) -> Path:
 
 def save_image(path: str | os.PathLike, x: torch.Tensor) -> None:
     """Write a (1, 3, H, W) image in [0, 1] as 8-bit RGB (format from the suffix; PNG is
-    lossless)."""
+    lossless), atomically (temporary file, then rename)."""
     from PIL import Image
 
     path = check_image_path(path)
-    Image.fromarray(to_uint8(x).numpy(), "RGB").save(path)
+    fmt = Image.registered_extensions()[path.suffix.lower()]
+    image = Image.fromarray(to_uint8(x).numpy(), "RGB")
+    with atomic_path(path) as tmp:
+        image.save(tmp, format=fmt)
 
 
 def as_image_batch(image) -> torch.Tensor:

@@ -110,7 +110,7 @@ def test_checkpoint_identity(workdir, capsys):
     state = model.state_dict()
     state["g_a.0.bias"] = state["g_a.0.bias"] + 0.5
     torch.save(state, workdir / "other.pth")
-    status, _, err = _run(capsys, "decompress", workdir / "c.lalic", workdir / "c_out.png",
+    status, _, err = _run(capsys, "decompress", workdir / "c.lalic", workdir / "c_other.png",
                           "--model", workdir / "other.pth")
     assert status == 1 and "wrong checkpoint" in err and "Traceback" not in err
 
@@ -134,7 +134,7 @@ def test_zoo_identity(workdir, capsys, monkeypatch):
     assert header.identity == codec.ModelIdentity("zoo", "fake-zoo", 3)
     status, _, err = _run(capsys, "decompress", workdir / "z.lalic", workdir / "z_out.png")
     assert status == 0, err
-    status, _, err = _run(capsys, "compress", src, workdir / "z.lalic", "--model", "fake-zoo:4")
+    status, _, err = _run(capsys, "compress", src, workdir / "z4.lalic", "--model", "fake-zoo:4")
     assert status == 1 and "unknown zoo entry 'fake-zoo:4' (available: fake-zoo:3)" in err
 
 
@@ -186,6 +186,60 @@ def bad_inputs(workdir, compressed):
     (workdir / "foreign.lalic").write_bytes(foreign.to_bytes())
     (workdir / "empty_dir").mkdir()
     return workdir
+
+
+def test_outputs_are_not_overwritten_without_force(compressed, workdir, capsys):
+    src, lalic_file = compressed
+    before = lalic_file.read_bytes()
+    status, _, err = _run(capsys, "compress", src, lalic_file, "--model", "tiny")
+    assert status == 1 and "exists; use --force" in err and "Traceback" not in err
+    assert lalic_file.read_bytes() == before
+    status, _, err = _run(capsys, "compress", src, lalic_file, "--model", "tiny", "--force")
+    assert status == 0, err
+    out_png = workdir / "force.png"
+    out_png.write_bytes(b"keep me")
+    status, _, err = _run(capsys, "decompress", lalic_file, out_png)
+    assert status == 1 and "exists; use --force" in err and out_png.read_bytes() == b"keep me"
+    status, _, err = _run(capsys, "decompress", lalic_file, out_png, "--force")
+    assert status == 0 and Image.open(out_png).size == (90, 70)
+    (workdir / "rd.json").write_text("{}")
+    status, _, err = _run(capsys, "eval", workdir, "--model", "tiny", "-o", workdir / "rd.json")
+    assert status == 1 and "exists; use --force" in err
+
+
+def test_outputs_are_written_atomically(compressed, workdir, capsys, monkeypatch):
+    """A crash between writing the temporary file and the rename leaves the old output
+    intact and no temporary file behind."""
+    import os
+
+    from lalic_core import atomic
+
+    src, lalic_file = compressed
+    before = lalic_file.read_bytes()
+
+    def crash(a, b):
+        raise OSError(28, "No space left on device", str(b))
+
+    monkeypatch.setattr(atomic.os, "replace", crash)
+    for argv in (["compress", src, lalic_file, "--model", "tiny", "--force"],
+                 ["decompress", lalic_file, workdir / "out.png", "--force"]):
+        target = argv[2]
+        old = target.read_bytes() if target.exists() else None
+        status, _, err = _run(capsys, *argv)
+        assert status == 1 and "No space left" in err, err
+        assert (target.read_bytes() if target.exists() else None) == old
+    assert lalic_file.read_bytes() == before
+    assert not [p for p in os.listdir(workdir) if p.endswith(".tmp")]
+
+
+def test_info_prints_the_fingerprint_and_what_it_covers(compressed, capsys):
+    _, lalic_file = compressed
+    status, out, _ = _run(capsys, "info", lalic_file)
+    header = codec.read_header(lalic_file)
+    assert status == 0 and header.fingerprint.hex() in out
+    assert "fingerprint covers" in out and "coder tables" in out and "g_a, h_a" in out
+    status, out, _ = _run(capsys, "info", lalic_file, "--json")
+    assert "coder tables" in json.loads(out)["fingerprint_covers"]
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -65,7 +65,7 @@ def _reference_decode(model, x, multiple):
 @pytest.mark.parametrize("size", [(70, 100), (1, 1)])
 def test_round_trip_equals_compressai_decode(elic, size):
     x = _image(*size)
-    data = codec.encode_image(x, elic)
+    data = codec.encode_image(x, elic, entropy_float64=False)  # CompressAI's float32 path
     x_hat = codec.decode_image(data, elic)
     assert x_hat.shape == x.shape
     torch.testing.assert_close(x_hat, _reference_decode(elic.model, x, 64), rtol=0, atol=0)
@@ -85,7 +85,8 @@ def test_round_trip_generic_structure(factorized):
 def test_encode_file_decode_file(elic, tmp_path):
     x = _image(50, 40)
     Image.fromarray(codec.to_uint8(x).numpy()).save(tmp_path / "in.png")
-    header = codec.encode_file(tmp_path / "in.png", tmp_path / "in.lalic", elic)
+    header = codec.encode_file(tmp_path / "in.png", tmp_path / "in.lalic", elic,
+                               entropy_float64=False)
     assert header.file_bytes == (tmp_path / "in.lalic").stat().st_size
     x_hat = codec.decode_file(tmp_path / "in.lalic", tmp_path / "out.png", elic)
     assert torch.equal(torch.from_numpy(np.asarray(Image.open(tmp_path / "out.png"))),
@@ -363,12 +364,19 @@ def test_encode_rejects_bad_tensors(elic):
 # --------------------------------------------------------------------------------------------
 # Model identity
 # --------------------------------------------------------------------------------------------
-def test_fingerprint_tracks_weights():
+def test_fingerprint_tracks_what_decides_decoding():
     a, b = _elic(), _elic()
     assert codec.model_fingerprint(a) == codec.model_fingerprint(b)
     with torch.no_grad():
-        next(b.parameters()).view(-1)[0] += 1e-6
-    assert codec.model_fingerprint(a) != codec.model_fingerprint(b)
+        next(b.g_a.parameters()).view(-1)[0] += 1e-6  # encoder only: decoding unchanged
+    assert codec.model_fingerprint(a) == codec.model_fingerprint(b)
+    for part in (b.g_s, b.latent_codec["hyper"].h_s):
+        with torch.no_grad():
+            next(part.parameters()).view(-1)[0] += 1e-6
+        assert codec.model_fingerprint(a) != codec.model_fingerprint(b)
+    c = _elic()
+    c.latent_codec["hyper"].entropy_bottleneck._quantized_cdf[0, 1] += 1  # a coder table
+    assert codec.model_fingerprint(a) != codec.model_fingerprint(c)
 
 
 def test_resolve_model_errors(tmp_path):

@@ -301,3 +301,54 @@ def test_cli(data, tmp_path, capsys):
     assert load_training_checkpoint(tmp_path / "last.pt")["step"] == 3
     assert main(["train", str(tmp_path / "missing"), "-o", str(tmp_path / "m")]) == 1
     assert "image folder not found" in capsys.readouterr().err
+
+
+_KILLED_CHILD = """
+import os, signal, sys
+from lalic_core import atomic
+from lalic_core.train import TrainConfig, train
+
+real_replace, saves = os.replace, []
+
+def replace(src, dst):  # SIGKILL while the second last.pt is written (temp file complete)
+    if str(dst).endswith("last.pt"):
+        saves.append(dst)
+        if len(saves) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real_replace(src, dst)
+
+atomic.os.replace = replace
+train(TrainConfig(**eval(sys.argv[1])))
+"""
+
+
+def test_a_run_killed_mid_save_resumes_from_its_last_complete_checkpoint(data, tmp_path,
+                                                                        reference_run):
+    import dataclasses
+    import os
+    import subprocess
+    import sys
+
+    cfg = dataclasses.asdict(config(data, tmp_path))
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", _KILLED_CHILD, repr(cfg)], cwd=root,
+                          capture_output=True, text=True, timeout=600, check=False,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert load_training_checkpoint(tmp_path / "last.pt")["step"] == 2  # the complete one
+    assert [p.name for p in tmp_path.glob(".last.pt.*.tmp")]  # killed mid-save
+    resumed = train(config(data, tmp_path, resume="auto"))
+    assert resumed.step == 4 and not resumed.interrupted
+    assert resumed.parameter_digest == reference_run.parameter_digest
+
+
+def test_checkpoints_store_coder_tables(reference_run):
+    from lalic_core.codec import resolve_model
+    from lalic_core.coder_tables import TABLE_NAMES, fresh_table_state
+
+    ckpt = load_training_checkpoint(reference_run.last_checkpoint)
+    tables = {k: v for k, v in ckpt["state_dict"].items() if k.rsplit(".", 1)[-1] in TABLE_NAMES}
+    assert tables and all(v.numel() for v in tables.values())
+    model = resolve_model(str(reference_run.last_checkpoint)).model
+    for key, value in fresh_table_state(model).items():
+        assert torch.equal(value, ckpt["state_dict"][key]), key

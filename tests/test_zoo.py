@@ -56,7 +56,12 @@ def test_export_writes_a_record_of_the_training(exported, trained):
     size = (weights / record["weights"]).stat().st_size
     assert size == record["weights_bytes"]
     n_params = record["parameters"]
-    assert 2 * n_params < size < 2 * n_params + 2_000_000  # float16 weights, no coder tables
+    state = torch.load(weights / record["weights"], weights_only=True)["state_dict"]
+    tables = 4 * sum({v.untyped_storage().data_ptr(): v.numel() for k, v in state.items()
+                      if k.rsplit(".", 1)[-1] in ("_quantized_cdf", "_offset", "_cdf_length")
+                      }.values())  # equal tables are stored once
+    assert tables > 0 and record["coder_tables"].startswith("stored")
+    assert 2 * n_params + tables < size < 2 * n_params + tables + 2_000_000  # float16 + tables
 
 
 def test_available_info_load_compress(exported):

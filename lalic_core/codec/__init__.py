@@ -14,8 +14,16 @@ version 2) and the decoder always uses the file's (version-1 files: "formula"), 
 the model it is given was set to.
 
 The byte layout (format version 2) is documented in :mod:`.container`; the model identity
-and weights fingerprint in :mod:`.identity`; the bounds-checked rANS decoder in :mod:`.rans`.
-Images are read and written by :mod:`lalic_core.images`.
+and decoding fingerprint in :mod:`.identity`; the bounds-checked rANS decoder in :mod:`.rans`;
+deterministic numerics in :mod:`.determinism`. Images are read and written by
+:mod:`lalic_core.images`.
+
+Portability. A file decodes on any machine and device: the coder tables are stored with the
+model or computed deterministically (:mod:`lalic_core.coder_tables`), the fingerprint covers
+exactly what decides decoding (and the precision of the entropy-parameter path, float64 by
+default) and nothing machine-dependent, and coding runs in
+:func:`.determinism.deterministic_coding`. Files made before stored tables decode where they
+decoded before (see :meth:`.identity.CodecModel.entropy_path_of`).
 
 Padding. LALIC downsamples by 16 in g_a and by 4 more in h_a, so it decodes exactly for any
 height and width that are multiples of 64 (y is then a multiple of 4 in each direction,
@@ -38,6 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lalic_core.atomic import write_bytes_atomic
 from lalic_core.codec.container import (
     BIWKV_SEMANTICS_CODES,
     CRC_BYTES,
@@ -49,12 +58,15 @@ from lalic_core.codec.container import (
     read_header,
     step_labels,
 )
+from lalic_core.codec.determinism import deterministic_coding
 from lalic_core.codec.identity import (
     RANDOM_INIT_SEED,
     CodecModel,
     ModelIdentity,
     as_codec_model,
+    decoding_state,
     file_sha256,
+    fingerprint_coverage,
     model_fingerprint,
     model_for_file,
     resolve_model,
@@ -92,9 +104,12 @@ __all__ = [
     "crop_center",
     "decode_file",
     "decode_image",
+    "decoding_state",
+    "deterministic_coding",
     "encode_file",
     "encode_image",
     "file_sha256",
+    "fingerprint_coverage",
     "model_biwkv_semantics",
     "model_fingerprint",
     "model_for_file",
@@ -161,14 +176,17 @@ def check_biwkv_semantics(header: LalicFile, biwkv_semantics: str | None) -> Non
         )
 
 
-def encode_image(image, model: CodecModel | nn.Module, *, pad_multiple: int | None = None) -> bytes:
+def encode_image(image, model: CodecModel | nn.Module, *, pad_multiple: int | None = None,
+                 entropy_float64: bool = True) -> bytes:
     """Compress one image to the bytes of a ``.lalic`` file.
 
     ``image``: path, PIL image, (3, H, W) uint8 or (1, 3, H, W) float tensor in [0, 1].
     ``model``: a :class:`CodecModel` (from :func:`resolve_model`) or a bare CompressAI-style
     model (then a "custom" identity: decoding needs the same model object again).
     ``pad_multiple``: defaults to the model's downsampling factor (64 for LALIC); it must be a
-    multiple of it.
+    multiple of it. Coding runs inside :func:`.determinism.deterministic_coding`, with the
+    entropy-parameter networks in float64 unless ``entropy_float64=False`` (the precision is
+    recorded in the fingerprint, and the decoder uses the same).
     """
     codec_model = as_codec_model(model)
     x = as_image_batch(image)
@@ -178,13 +196,14 @@ def encode_image(image, model: CodecModel | nn.Module, *, pad_multiple: int | No
         raise ValueError(f"pad_multiple must be a multiple of the model's downsampling factor "
                          f"{factor} and at most {MAX_PAD_MULTIPLE}, got {pad_multiple}")
     height, width = x.shape[-2:]
-    with torch.no_grad():
-        x = pad_center(x, multiple).to(codec_model.device, codec_model.dtype)
+    with torch.no_grad(), deterministic_coding(codec_model.model, entropy_float64=entropy_float64):
+        x = pad_center(x, multiple).to(codec_model.device, codec_model.dtype).contiguous()
         out = codec_model.model.compress(x)
     if not isinstance(out, dict) or "strings" not in out or "shape" not in out:
         raise TypeError("model.compress() must return a dict with 'strings' and 'shape'")
+    path = "float64" if entropy_float64 else "float32"
     record = LalicFile(
-        identity=codec_model.identity, fingerprint=codec_model.fingerprint, width=int(width),
+        identity=codec_model.identity, fingerprint=codec_model.fingerprint_for(path), width=int(width),
         height=int(height), pad_multiple=multiple, shape=_compact_shape(codec_model.model, out["shape"]),
         strings=out["strings"], biwkv_semantics=model_biwkv_semantics(codec_model),
     )
@@ -193,7 +212,8 @@ def encode_image(image, model: CodecModel | nn.Module, *, pad_multiple: int | No
 
 def decode_image(data: bytes | LalicFile, model: CodecModel | nn.Module | str | None = None, *,
                  device: str | torch.device = "cpu",
-                 biwkv_semantics: str | None = None) -> torch.Tensor:
+                 biwkv_semantics: str | None = None,
+                 entropy_float64: bool | None = None) -> torch.Tensor:
     """Decode the bytes of a ``.lalic`` file to a (1, 3, H, W) float image in [0, 1].
 
     ``model``: None to build the model the file names (preset or zoo entry), a spec for
@@ -201,7 +221,9 @@ def decode_image(data: bytes | LalicFile, model: CodecModel | nn.Module | str | 
     must match the file's. The result is the model's reconstruction, clamped, cropped, not
     rounded (see :func:`to_uint8` / :func:`save_image`). The model decodes under the BiWKV
     semantics the file records (``biwkv_semantics``, when given, must be that one: a
-    ValueError otherwise).
+    ValueError otherwise). Files made before coder tables were stored decode with the tables
+    CompressAI computes here (:meth:`CodecModel.tables_for`). ``entropy_float64``: None to use
+    the precision the file was coded with (read from its fingerprint), or force one.
     """
     header = data if isinstance(data, LalicFile) else LalicFile.from_bytes(data)
     check_biwkv_semantics(header, biwkv_semantics)
@@ -209,8 +231,12 @@ def decode_image(data: bytes | LalicFile, model: CodecModel | nn.Module | str | 
     codec_model = model_for_file(header, model, device)
     header.check_decodable(codec_model)
     hp, wp = header.padded_size
+    if entropy_float64 is None:
+        entropy_float64 = codec_model.entropy_path_of(header.fingerprint) == "float64"
     try:
-        with torch.no_grad(), checked_rans_decoding(codec_model.model), \
+        with torch.no_grad(), codec_model.tables_for(header.fingerprint), \
+                deterministic_coding(codec_model.model, entropy_float64=entropy_float64), \
+                checked_rans_decoding(codec_model.model), \
                 biwkv_semantics_of(codec_model, header.biwkv_semantics):
             x_hat = codec_model.model.decompress(header.strings, header.shape)["x_hat"]
     except (LalicFormatError, ModelMismatchError):
@@ -227,15 +253,16 @@ def decode_image(data: bytes | LalicFile, model: CodecModel | nn.Module | str | 
 
 
 def encode_file(src: str | os.PathLike, dst: str | os.PathLike, model: CodecModel | nn.Module | str,
-                *, pad_multiple: int | None = None) -> LalicFile:
-    """Compress the image file ``src`` to the ``.lalic`` file ``dst``; returns its header."""
+                *, pad_multiple: int | None = None, entropy_float64: bool = True) -> LalicFile:
+    """Compress the image file ``src`` to the ``.lalic`` file ``dst`` (written atomically);
+    returns its header."""
     codec_model = resolve_model(model) if isinstance(model, (str, os.PathLike)) else model
     x = read_image(src)
-    data = encode_image(x, codec_model, pad_multiple=pad_multiple)
+    data = encode_image(x, codec_model, pad_multiple=pad_multiple, entropy_float64=entropy_float64)
     dst = Path(dst)
     if dst.is_dir():
         raise IsADirectoryError(f"output is a folder, expected a file name: {dst}")
-    dst.write_bytes(data)
+    write_bytes_atomic(dst, data)
     return LalicFile.from_bytes(data)
 
 

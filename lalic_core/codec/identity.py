@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -16,21 +17,28 @@ import torch
 from torch import nn
 
 from lalic_core import zoo
+from lalic_core.coder_tables import update_coder_tables
 from lalic_core.errors import LalicWarning, ModelMismatchError
 from lalic_core.models.factory import build_model, load_checkpoint, preset_names
 
 __all__ = [
     "CHECKPOINT_HASH_BYTES",
+    "ENTROPY_PATHS",
     "FINGERPRINT_BYTES",
     "IDENTITY_KINDS",
     "RANDOM_INIT_SEED",
     "CodecModel",
     "ModelIdentity",
     "as_codec_model",
+    "decoding_digest",
+    "decoding_state",
     "file_sha256",
+    "fingerprint_coverage",
+    "legacy_fingerprint",
     "model_fingerprint",
     "model_for_file",
     "resolve_model",
+    "tagged_fingerprint",
 ]
 
 FINGERPRINT_BYTES = 4
@@ -94,8 +102,60 @@ class CodecModel:
         self.random_init = random_init
 
     @cached_property
+    def decoding_digest(self) -> bytes:
+        return decoding_digest(self.model)
+
+    @property
     def fingerprint(self) -> bytes:
-        return model_fingerprint(self.model)
+        """The fingerprint of files coded with the default float64 entropy-parameter path."""
+        return self.fingerprint_for("float64")
+
+    def fingerprint_for(self, entropy_path: str) -> bytes:
+        """The fingerprint of files coded with ``entropy_path`` ("float64" or "float32")."""
+        return tagged_fingerprint(self.decoding_digest, entropy_path)
+
+    def entropy_path_of(self, fingerprint: bytes) -> str | None:
+        """How a file with ``fingerprint`` was coded by this model: "float64", "float32",
+        "legacy" (before stored tables: float32 with this machine's CompressAI tables), or
+        None (another model)."""
+        for path in ENTROPY_PATHS:
+            if fingerprint == self.fingerprint_for(path):
+                return path
+        return "legacy" if fingerprint == self.legacy_fingerprint else None
+
+    @cached_property
+    def legacy_tables(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The coder tables CompressAI's ``update()`` computes on this machine (as the code
+        before stored tables did when it loaded a model)."""
+        from lalic_core.coder_tables import compressai_tables
+
+        return compressai_tables(self.model)
+
+    @cached_property
+    def legacy_fingerprint(self) -> bytes:
+        """The fingerprint files made before stored coder tables carry for this model, when
+        made on a machine whose CompressAI tables are this machine's."""
+        return legacy_fingerprint(self.model, self.legacy_tables)
+
+    @contextmanager
+    def tables_for(self, fingerprint: bytes):
+        """Within this block the model decodes files with ``fingerprint``: its own tables, or,
+        for the legacy fingerprint, the tables of :attr:`legacy_tables` (restored after)."""
+        if self.entropy_path_of(fingerprint) != "legacy":
+            yield self.model
+            return
+        from lalic_core.coder_tables import coder_modules, set_coder_tables
+
+        saved = []
+        for name, module in coder_modules(self.model):
+            saved.append((module, {k: getattr(module, k) for k in ("_quantized_cdf", "_offset",
+                                                                    "_cdf_length")}))
+            set_coder_tables(module, self.legacy_tables[name])
+        try:
+            yield self.model
+        finally:
+            for module, tables in saved:
+                set_coder_tables(module, tables)
 
     @property
     def device(self) -> torch.device:
@@ -139,19 +199,119 @@ def as_codec_model(model: CodecModel | nn.Module, name: str | None = None) -> Co
     return CodecModel(model, ModelIdentity("custom", name or type(model).__name__))
 
 
-def model_fingerprint(model: nn.Module) -> bytes:
-    """First 4 bytes of the SHA-256 of ``model.state_dict()`` (names, dtypes, shapes, values).
+#: Modules that only encode (analysis transforms): not covered by the fingerprint.
+ENCODER_ONLY = ("g_a", "h_a")
+#: EntropyBottleneck entries that decide its coder tables only (covered through the tables).
+DENSITY_ONLY = ("matrices", "biases", "factors", "target")
+#: Entries never used to decode: training-only bounds.
+TRAINING_ONLY = ("likelihood_lower_bound",)
+FINGERPRINT_DOMAIN = b"lalic-decoding-fingerprint-2;"
+#: Precisions of the entropy-parameter path a file can be coded with (the default first).
+ENTROPY_PATHS = ("float64", "float32")
 
-    It covers the entropy coder's CDF tables too, so two models that would decode a bitstream
-    differently (other weights, or CDFs recomputed differently) never share a fingerprint.
-    """
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
+
+def decoding_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state-dict entries that decide decoding, in state-dict order: the weights of the
+    decoder (g_s), of the entropy-parameter path (h_s, SCCTX channel-context, checkerboard
+    context and parameter-aggregation networks), the coder tables (``_quantized_cdf``,
+    ``_offset``, ``_cdf_length``), the scale tables and bounds and the hyper-latent medians.
+
+    Left out: the encoder-only g_a and h_a (under any name), the EntropyBottleneck's density
+    network (it decides nothing but its tables, which are covered), training-only bounds, and
+    the Omni-Shift ``*_reparam`` kernels (computed from the covered branch weights)."""
+    from compressai.entropy_models import EntropyBottleneck
+
+    bottlenecks = {name for name, m in model.named_modules(remove_duplicate=False)
+                   if isinstance(m, EntropyBottleneck)}
+    out = {}
+    for key, tensor in model.state_dict(keep_vars=False).items():
+        parts = key.split(".")
+        if any(p in ENCODER_ONLY or p in TRAINING_ONLY or p.endswith("_reparam") for p in parts):
+            continue
+        owner = next((b for b in bottlenecks if key.startswith(b + ".")), None)
+        if owner is not None and key[len(owner) + 1:].split(".")[0] in DENSITY_ONLY:
+            continue
+        out[key] = tensor
+    return out
+
+
+def _sha256(items, domain: bytes = b"") -> bytes:
+    digest = hashlib.sha256(domain)
+    for name, tensor in items:
         tensor = tensor.detach().to("cpu").contiguous().reshape(-1)
         digest.update(f"{name}|{tensor.dtype}|{tensor.numel()};".encode())
         if tensor.numel():
             digest.update(tensor.view(torch.uint8).numpy())
-    return digest.digest()[:FINGERPRINT_BYTES]
+    return digest.digest()
+
+
+def _digest(items, domain: bytes = b"") -> bytes:
+    return _sha256(items, domain)[:FINGERPRINT_BYTES]
+
+
+def decoding_digest(model: nn.Module) -> bytes:
+    """SHA-256 of :func:`decoding_state` (names, dtypes, sizes, bytes)."""
+    return _sha256(decoding_state(model).items(), FINGERPRINT_DOMAIN)
+
+
+def tagged_fingerprint(digest: bytes, entropy_path: str) -> bytes:
+    """The 4-byte fingerprint of a :func:`decoding_digest` coded with ``entropy_path``."""
+    if entropy_path not in ENTROPY_PATHS:
+        raise ValueError(f"entropy_path must be one of {ENTROPY_PATHS}, got {entropy_path!r}")
+    return hashlib.sha256(FINGERPRINT_DOMAIN + entropy_path.encode() + b";" + digest
+                          ).digest()[:FINGERPRINT_BYTES]
+
+
+def model_fingerprint(model: nn.Module, entropy_path: str = "float64") -> bytes:
+    """The 4 bytes that a file coded by ``model`` with the entropy-parameter path in
+    ``entropy_path`` ("float64", the default, or "float32") carries: a hash of exactly what
+    decides decoding (:func:`decoding_state`, coder tables included) and of that precision,
+    and of nothing computed on the machine (tables are stored or computed
+    deterministically), so the same model has the same fingerprint on every machine and
+    device; the decoder reads the precision back from it."""
+    return tagged_fingerprint(decoding_digest(model), entropy_path)
+
+
+def legacy_fingerprint(model: nn.Module, tables: dict[str, dict[str, torch.Tensor]]) -> bytes:
+    """The fingerprint of files made before coder tables were stored (format 1 files of
+    lalic_core up to commit 38523cf): SHA-256 of the whole state dict, with the coder tables
+    ``tables`` (module name -> tables) in place of the model's."""
+    by_key = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        for src_name, src in model.named_modules():
+            if src is module and src_name in tables:
+                for t, value in tables[src_name].items():
+                    by_key[f"{name}.{t}" if name else t] = value
+    state = model.state_dict()
+    return _digest((k, by_key.get(k, v)) for k, v in state.items())
+
+
+def fingerprint_coverage(model: nn.Module) -> list[str]:
+    """What :func:`model_fingerprint` covers, one line per part (for ``lalic info``)."""
+    from compressai.entropy_models import EntropyBottleneck
+
+    from lalic_core.coder_tables import TABLE_NAMES, coder_modules
+
+    parts: dict[str, list[int]] = {}
+    tables = 0
+    for key, tensor in decoding_state(model).items():
+        if key.rsplit(".", 1)[-1] in TABLE_NAMES:
+            tables += tensor.numel()
+            continue
+        head = key.split(".")
+        part = ".".join(head[:4]) if head[0] == "latent_codec" and head[1] == "y" else \
+            ".".join(head[:2]) if head[0] == "latent_codec" else head[0]
+        count = parts.setdefault(part, [0, 0])
+        count[0] += 1
+        count[1] += tensor.numel()
+    lines = [f"{part}: {n} tensors, {v:,} values" for part, (n, v) in parts.items()]
+    mods = coder_modules(model)
+    n_eb = sum(isinstance(m, EntropyBottleneck) for _, m in mods)
+    lines.append(f"coder tables: {n_eb} EntropyBottleneck + {len(mods) - n_eb} "
+                 f"GaussianConditional ({tables:,} values)")
+    lines.append("not covered: " + ", ".join(ENCODER_ONLY) + " (encoder only), the "
+                 "EntropyBottleneck density network (decides only its tables)")
+    return lines
 
 
 def file_sha256(path: str | os.PathLike) -> bytes:
@@ -167,11 +327,8 @@ def _zoo_entries() -> list[tuple[str, int]]:
 
 
 def _prepare(model: nn.Module, device: str | torch.device) -> nn.Module:
-    model = model.to(device).eval()
-    update = getattr(model, "update", None)
-    if callable(update):
-        update()  # no-op when the CDF tables are already there (checkpoints, zoo)
-    return model
+    update_coder_tables(model)  # only missing tables; stored ones are used as they are
+    return model.to(device).eval()
 
 
 def _load_checkpoint(path: Path, device, biwkv_semantics: str | None = None) -> CodecModel:
@@ -289,10 +446,14 @@ def model_for_file(header, model: CodecModel | nn.Module | str | None,
             f"wrong checkpoint: the file was made with SHA-256 {ident.checkpoint_sha256.hex()}..., "
             f"the given checkpoint has {given.checkpoint_sha256.hex()}..."
         )
-    if codec_model.fingerprint != header.fingerprint:
+    if codec_model.entropy_path_of(header.fingerprint) is None:
         raise ModelMismatchError(
-            f"this file was made by another model: it needs {ident.describe()} with weights "
+            f"this file was made by another model: it needs {ident.describe()} with decoding "
             f"fingerprint {header.fingerprint.hex()}, the model given is {given.describe()} with "
-            f"fingerprint {codec_model.fingerprint.hex()}"
+            f"fingerprint {codec_model.fingerprint.hex()} (its decoder weights, entropy-parameter "
+            f"networks and coder tables; files made before stored coder tables: "
+            f"{codec_model.legacy_fingerprint.hex()} with this machine's recomputed tables, so "
+            f"such a file made on another machine whose CompressAI tables differ cannot be "
+            f"decoded here: re-encode it with this version)"
         )
     return codec_model

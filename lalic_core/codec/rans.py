@@ -136,15 +136,23 @@ class _CheckedCoder:
     """Stands in for a CompressAI ``_EntropyCoder`` while decoding: encodes with it, decodes
     with :func:`rans64_decode`."""
 
-    def __init__(self, inner):
+    def __init__(self, inner, label: str = ""):
         self._inner = inner
         self.name = inner.name
+        self.label = label
 
     def encode_with_indexes(self, *args, **kwargs):
         return self._inner.encode_with_indexes(*args, **kwargs)
 
     def decode_with_indexes(self, encoded, indexes, cdfs, cdf_lengths, offsets):
-        return rans64_decode(encoded, indexes, cdfs, cdf_lengths, offsets)
+        try:
+            return rans64_decode(encoded, indexes, cdfs, cdf_lengths, offsets)
+        except LalicFormatError as exc:
+            if not self.label:
+                raise
+            raise LalicFormatError(
+                f"{exc} (the string coded by {self.label}; if the file is intact, this model's "
+                f"coder tables or entropy parameters for it differ from the encoder's)") from None
 
 
 @contextmanager
@@ -154,11 +162,11 @@ def checked_rans_decoding(model: nn.Module):
     from compressai.entropy_models import EntropyModel
 
     swapped = []
-    for module in model.modules():
+    for name, module in model.named_modules():
         coder = getattr(module, "entropy_coder", None)
         if isinstance(module, EntropyModel) and getattr(coder, "name", None) == "ans":
             swapped.append((module, coder))
-            module.entropy_coder = _CheckedCoder(coder)
+            module.entropy_coder = _CheckedCoder(coder, f"{type(module).__name__} {name}")
     try:
         yield model
     finally:

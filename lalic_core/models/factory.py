@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from lalic_core.coder_tables import update_coder_tables
 from lalic_core.models.config import PRESETS
 from lalic_core.models.lalic import LALIC
 from lalic_core.models.state_dict import (
@@ -81,8 +82,9 @@ def load_checkpoint(
         model: None (infer the architecture from the tensor shapes), a preset name
             (``LALIC.from_preset``) or a model instance to load into.
         device: where the returned model lives.
-        update: (re)build the entropy-coder tables from the weights,
-            ``model.update(force=True)``, as CompressAI's evaluation script does.
+        update: build the entropy-coder tables the checkpoint does not store, deterministically
+            (:func:`lalic_core.coder_tables.update_coder_tables`); stored tables are used as
+            they are.
         biwkv_semantics: what BiWKV computes ("formula", "official32", "official64"; see
             :mod:`lalic_core.ops.biwkv`). None: what the checkpoint records (our trainer's
             checkpoints do), else "formula" (or a given model's own setting). The official
@@ -120,8 +122,8 @@ def load_checkpoint(
                              f"model, got {type(model).__name__}")
     load_state_dict_strict(model, state_dict, source)
     model = model.to(device).eval()
-    if update and hasattr(model, "update"):
-        model.update(force=True)
+    if update:
+        update_coder_tables(model)
     if hasattr(model, "reparameterize"):
         model.reparameterize()
     return model

@@ -194,6 +194,18 @@ class LALIC(Elic2022Official):
         return self
 
     # ------------------------------------------------------------------ inference helpers
+    def update(self, scale_table=None, force: bool = False, update_quantiles: bool = False) -> bool:
+        """Build the missing entropy-coder tables (all with ``force``) deterministically, in
+        float64 on the CPU (:func:`lalic_core.coder_tables.update_coder_tables`): the same
+        tables on every machine, unlike CompressAI's float32 ``update()``."""
+        from lalic_core.coder_tables import coder_modules, update_coder_tables
+
+        if update_quantiles:
+            for _, module in coder_modules(self):
+                if hasattr(module, "_update_quantiles"):
+                    module._update_quantiles()
+        return update_coder_tables(self, force=force, scale_table=scale_table)
+
     def reparameterize(self) -> LALIC:
         """Collapse every Omni-Shift into its single 5x5 kernel (done lazily in eval mode
         anyway); returns self."""

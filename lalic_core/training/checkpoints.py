@@ -4,7 +4,8 @@ A training checkpoint is a dict saved with ``torch.save`` and readable with
 ``torch.load(weights_only=True)``:
 
     format          "lalic-train-1"
-    state_dict      the bare model's state dict (no "module." prefix), under the key that
+    state_dict      the bare model's state dict (no "module." prefix) with the coder tables
+                    computed for these weights (lalic_core.coder_tables), under the key that
                     lalic_core.models.factory.load_checkpoint and `lalic compress --model FILE`
                     read, so a training checkpoint is also a model checkpoint
     optimizer, aux_optimizer, scheduler   their state dicts
@@ -23,11 +24,12 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from lalic_core.atomic import atomic_path
 
 __all__ = ["FORMAT", "capture_rng", "load_training_checkpoint", "restore_rng", "save_atomic"]
 
@@ -35,22 +37,11 @@ FORMAT = "lalic-train-1"
 
 
 def save_atomic(obj, path: str | os.PathLike) -> Path:
-    """``torch.save(obj, path)`` through a temporary file and ``os.replace``."""
+    """``torch.save(obj, path)`` through a temporary file and ``os.replace``
+    (:func:`lalic_core.atomic.atomic_path`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
     return path
 
 

@@ -1,6 +1,8 @@
 """Zoo entries from training checkpoints: :func:`export` turns a ``lalic train`` checkpoint
 into the two files of a :mod:`lalic_core.zoo` entry (weights and JSON record), measuring the
-shipped (possibly float16) weights on validation images."""
+shipped (possibly float16) weights on validation images. The entry stores the entropy-coder
+tables computed deterministically from the shipped weights (:func:`with_coder_tables`);
+:func:`store_coder_tables` adds them to an entry exported without them."""
 from __future__ import annotations
 
 import hashlib
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from lalic_core.coder_tables import TABLE_NAMES, update_coder_tables
 from lalic_core.models.factory import build_model
 from lalic_core.models.state_dict import load_state_dict_strict
 from lalic_core.training.checkpoints import load_training_checkpoint, save_atomic
@@ -19,10 +22,10 @@ from lalic_core.training.loss import RateDistortionLoss
 from lalic_core.training.trainer import evaluate
 from lalic_core.zoo import RECORD_FORMAT, packaged_dir
 
-__all__ = ["HALF_TOLERANCE", "export"]
+__all__ = ["HALF_TOLERANCE", "export", "store_coder_tables", "with_coder_tables"]
 
-#: Buffers CompressAI fills in update(); stored empty.
-CODER_TABLES = ("_quantized_cdf", "_offset", "_cdf_length")
+#: Buffers CompressAI fills in update(); stored as computed by with_coder_tables().
+CODER_TABLES = (*TABLE_NAMES, "scale_table")
 #: export(half="auto") keeps float16 when validation moves by at most this much.
 HALF_TOLERANCE = {"bpp_rel": 0.005, "psnr_db": 0.02}
 
@@ -49,6 +52,52 @@ def _storable(state: dict, parameters: set[str], half: bool) -> dict:
                 w = h
         out[k] = converted[key] = w.clone()
     return out
+
+
+def with_coder_tables(state: dict, spec: str) -> dict:
+    """``state`` (a zoo state dict, float16 or float32) with its coder tables computed
+    deterministically from exactly these weights (as :func:`lalic_core.zoo.load` uses them);
+    every other tensor is the same object. Equal tables share one tensor, so ``torch.save``
+    writes them once (the GaussianConditionals' depend on the scale table only)."""
+    probe = build_model(spec)
+    load_state_dict_strict(probe, {k: v.float() if v.dtype == torch.float16 else v
+                                   for k, v in state.items()})
+    update_coder_tables(probe, force=True)
+    tables = probe.state_dict()
+    shared: dict[tuple, torch.Tensor] = {}  # equal tables (the GaussianConditionals') stored once
+    out = {}
+    for k, v in state.items():
+        if k.rsplit(".", 1)[-1] in CODER_TABLES:
+            t = tables[k].detach().cpu().contiguous()
+            key = (k.rsplit(".", 1)[-1], t.dtype, tuple(t.shape),
+                   hashlib.sha256(t.numpy().tobytes()).digest())
+            v = shared.setdefault(key, t.clone())
+        out[k] = v
+    return out
+
+
+def _write_record(record: dict, record_path: Path) -> None:
+    tmp = record_path.with_name(f".{record_path.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, record_path)
+
+
+def store_coder_tables(record_path: str | os.PathLike) -> Path:
+    """Give the zoo entry of ``record_path`` (its JSON) stored coder tables: its weights file
+    is rewritten with the same weight tensors plus the tables, and the record's
+    ``weights_bytes``/``weights_sha256`` updated (validation numbers unchanged)."""
+    record_path = Path(record_path)
+    record = json.loads(record_path.read_text())
+    weights_path = record_path.parent / record["weights"]
+    blob = torch.load(weights_path, map_location="cpu", weights_only=True)
+    blob["state_dict"] = with_coder_tables(blob["state_dict"], record["model"])
+    save_atomic(blob, weights_path)
+    data = weights_path.read_bytes()
+    record["weights_bytes"] = len(data)
+    record["weights_sha256"] = hashlib.sha256(data).hexdigest()
+    record["coder_tables"] = "stored (lalic_core.coder_tables, float64 on the CPU)"
+    _write_record(record, record_path)
+    return record_path
 
 
 def export(checkpoint: str | os.PathLike, name: str, quality: int, *,
@@ -107,6 +156,7 @@ def export(checkpoint: str | os.PathLike, name: str, quality: int, *,
             stored, dtype = rounded, "float16"
     val_stored = val_full if dtype == "float32" else val_half
 
+    stored = with_coder_tables(stored, cfg["model"])
     folder = Path(weights_dir) if weights_dir is not None else Path(str(packaged_dir()))
     stem = f"{name}-q{quality}"
     weights_path = save_atomic({"format": RECORD_FORMAT, "state_dict": stored},
@@ -124,6 +174,7 @@ def export(checkpoint: str | os.PathLike, name: str, quality: int, *,
         "weights_bytes": len(data),
         "weights_sha256": hashlib.sha256(data).hexdigest(),
         "storage_dtype": dtype,
+        "coder_tables": "stored (lalic_core.coder_tables, float64 on the CPU)",
         "training": {
             "lambda": cfg["lambda"],
             "metric": cfg["metric"],
@@ -161,7 +212,5 @@ def export(checkpoint: str | os.PathLike, name: str, quality: int, *,
         "checkpoint": f"{Path(checkpoint).name} (step {ckpt['step']})",
     }
     record_path = folder / f"{stem}.json"
-    tmp = record_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, record_path)
+    _write_record(record, record_path)
     return record_path

@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from lalic_core.coder_tables import TABLE_NAMES, fresh_table_state
 from lalic_core.images import crop_center, list_images, pad_center
 from lalic_core.models.factory import build_model
 from lalic_core.models.state_dict import load_state_dict_strict, read_state_dict
@@ -75,6 +76,14 @@ RESUME_MUST_MATCH = ("model", "lambda", "metric", "crop", "batch_size", "seed")
 # --------------------------------------------------------------------------------------------
 # Models and losses
 # --------------------------------------------------------------------------------------------
+def _training_state(state: dict, model: nn.Module) -> dict:
+    """``state`` with the coder tables (derived from the weights, stored for coding) replaced
+    by the training model's own, so that a resumed model equals an uninterrupted one."""
+    own = model.state_dict()
+    return {k: own[k] if k in own and k.rsplit(".", 1)[-1] in (*TABLE_NAMES, "scale_table")
+            else v for k, v in state.items()}
+
+
 def model_factor(model: nn.Module) -> int:
     """Image sides must be multiples of this (LALIC: 64)."""
     return int(getattr(model, "downsampling_factor", 64))
@@ -238,9 +247,11 @@ class Trainer:
         rng = self.dist.all_gather(capture_rng(self.dist.device))
         if not self.dist.is_main:
             return None
+        state = self.bare.state_dict()
+        state.update(fresh_table_state(self.bare))  # coder tables for these weights
         ckpt = {
             "format": FORMAT,
-            "state_dict": self.bare.state_dict(),
+            "state_dict": state,
             "optimizer": self.optimizer.state_dict(),
             "aux_optimizer": self.aux_optimizer.state_dict() if self.aux_optimizer else None,
             "scheduler": self.scheduler.state_dict(),
@@ -282,7 +293,8 @@ class Trainer:
             raise ValueError(f"crop must be a multiple of {factor} for model {cfg.model!r}, "
                              f"got {cfg.crop}")
         if ckpt is None and cfg.init is not None:
-            load_state_dict_strict(model, read_state_dict(cfg.init), source=f"init {cfg.init}")
+            load_state_dict_strict(model, _training_state(read_state_dict(cfg.init), model),
+                                   source=f"init {cfg.init}")
         model.to(D.device).train()
 
         main_params, aux_params, aux_names = split_parameters(model)
@@ -302,7 +314,8 @@ class Trainer:
 
         step, self.elapsed, self.best_val, self.last_val = 0, 0.0, None, None
         if ckpt is not None:
-            load_state_dict_strict(model, ckpt["state_dict"], source=f"resume {resume_path}")
+            load_state_dict_strict(model, _training_state(ckpt["state_dict"], model),
+                                   source=f"resume {resume_path}")
             self.optimizer.load_state_dict(ckpt["optimizer"])
             if self.aux_optimizer is not None and ckpt["aux_optimizer"] is not None:
                 self.aux_optimizer.load_state_dict(ckpt["aux_optimizer"])

@@ -12,8 +12,10 @@ Each entry is two files in ``lalic_core/zoo/weights/`` (package data): ``NAME-qQ
 the record (model spec for :func:`lalic_core.models.factory.build_model`, lambda, steps,
 crop, batch, training time, validation bpp/PSNR, git commit, ...), and ``NAME-qQUALITY.pt``,
 the weights (``torch.load(weights_only=True)``; trainable parameters stored in float16, other
-tensors in float32 unless float16 holds them exactly; the entropy-coder tables are not stored
-but rebuilt by ``update(force=True)`` on load, as CompressAI's evaluation does). The record's
+tensors in float32 unless float16 holds them exactly) with the entropy-coder tables, computed
+once by :func:`lalic_core.coder_tables.update_coder_tables` from the stored weights and used
+as they are on load, never recomputed, so every machine codes with the same tables (entries
+without tables, exported before, get them computed on load the same way). The record's
 validation numbers are measured with the stored (rounded) weights, i.e. the model that
 :func:`load` returns.
 
@@ -33,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from lalic_core.coder_tables import update_coder_tables
 from lalic_core.models.factory import build_model
 from lalic_core.models.state_dict import load_state_dict_strict
 
@@ -100,7 +103,7 @@ def info(name: str, quality: int, weights_dir: str | os.PathLike | None = None) 
 
 def load(name: str, quality: int, *, weights_dir: str | os.PathLike | None = None,
          device: str = "cpu"):
-    """The zoo model ``name`` at ``quality``, in eval mode with ``update(force=True)`` done
+    """The zoo model ``name`` at ``quality``, in eval mode with its stored coder tables
     (ready for ``compress``/``decompress``). Raises ValueError for unknown entries and for
     weights that do not match their record (e.g. a Git LFS pointer instead of the file)."""
     record, weights = _lookup(name, quality, weights_dir)
@@ -116,8 +119,8 @@ def load(name: str, quality: int, *, weights_dir: str | os.PathLike | None = Non
              for k, v in blob["state_dict"].items()}
     model = build_model(record["model"])
     load_state_dict_strict(model, state, source=f"zoo {name}:{quality}")
+    update_coder_tables(model)  # only tables the file does not store
     model = model.to(device).eval()
-    model.update(force=True)
     if hasattr(model, "reparameterize"):
         model.reparameterize()
     return model
