@@ -140,7 +140,6 @@ def test_plots():
 
 
 def test_birwkv_block_has_a_full_image_erf():
-    pytest.importorskip("lalic_core.layers", reason="lalic_core.layers is not available")
     torch.manual_seed(0)
     result = compute_erf(make_stack("birwkv", 16, 1), _inputs(n=2, c=16, size=16))
     assert (result.contributions > 0).all()
