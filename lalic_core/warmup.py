@@ -82,7 +82,7 @@ def ensure_biwkv_compiled(show: bool | None = None) -> float:
     cached = biwkv_kernels_cached()
     if cached is True:
         _, seconds = warm()
-        print(f"BiWKV CPU kernels: loaded from numba's cache in {seconds:.1f} s")
+        print("BiWKV CPU kernels: loaded from numba's cache (compiled once per install)")
         return seconds
     bar = None
     if show is None:
