@@ -37,7 +37,9 @@ from __future__ import annotations
 import base64
 import html
 import io
+import statistics
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 
 import ipywidgets as widgets
@@ -54,6 +56,8 @@ __all__ = [
     "figure_output",
     "figure_png",
     "function_view",
+    "live_views",
+    "measure_controls",
     "scctx_stepper",
 ]
 
@@ -63,6 +67,8 @@ CONFIRM_ABOVE_S = 10.0
 COALESCE_S = 0.05
 #: Resolution of the figures shown in views.
 VIEW_DPI = 72
+#: Every view built in this process (for :func:`measure_controls`).
+_VIEWS: weakref.WeakSet = weakref.WeakSet()
 
 
 def figure_png(fig, dpi: int = 50) -> bytes:
@@ -158,6 +164,7 @@ class FigureView(widgets.VBox):
         super().__init__([*rows, widgets.HBox([self.status, self.progress_bar,
                                                self.run_button]), self.out], **kwargs)
         self.add_class("lalic-view")
+        _VIEWS.add(self)
         if connect:
             for control in self.controls.values():
                 control.observe(self._changed, names="value")
@@ -170,6 +177,9 @@ class FigureView(widgets.VBox):
     def estimate_s(self) -> float:
         """Seconds the current setting is expected to take (0: cached or cheap)."""
         return 0.0
+
+    def forget(self) -> None:
+        """Drop what is cached for the current setting (benchmarks time a first visit)."""
 
     # -- the one way to draw ------------------------------------------------------------------
     def values(self) -> dict[str, str]:
@@ -385,6 +395,9 @@ class ERFExplorer(FigureView):
         return self.lab.estimate_s(self.kind.value, self.depth.value, self.size.value,
                                    self.weights.value)
 
+    def forget(self) -> None:
+        self.lab.forget(self.kind.value, self.depth.value, self.size.value, self.weights.value)
+
     def _draw(self):
         view = self.lab.erf(self.kind.value, self.depth.value, self.size.value,
                             self.weights.value, progress=self.progress)
@@ -504,3 +517,64 @@ def scctx_stepper(model, image, step: int = 0) -> SCCTXStepper:
 
     steps, _ = explore.scctx_decode(model, image)
     return SCCTXStepper(steps, step=step)
+
+
+# --------------------------------------------------------------------------------------------
+# Latency of every control (benchmarks/notebooks.py)
+# --------------------------------------------------------------------------------------------
+def live_views() -> list[FigureView]:
+    """The views built in this process that are still alive, oldest first."""
+    return sorted(_VIEWS, key=lambda v: v.model_id)
+
+
+def _next_value(control: widgets.Widget):
+    """The value one user step away: the next slider step (back one at the maximum), the next
+    option, the other checkbox state."""
+    if isinstance(control, (widgets.IntSlider, widgets.FloatSlider)):
+        up = control.value + control.step
+        return up if up <= control.max else control.value - control.step
+    if isinstance(control, (widgets.Dropdown, widgets.ToggleButtons, widgets.RadioButtons)):
+        values = [value for _, value in control._options_full]
+        return values[(values.index(control.value) + 1) % len(values)]
+    if isinstance(control, widgets.Checkbox):
+        return not control.value
+    raise TypeError(f"no next value for a {type(control).__name__}")
+
+
+def measure_controls(views: Sequence[FigureView] | None = None, repeats: int = 3
+                     ) -> list[dict]:
+    """For every control of every view (default: :func:`live_views`): the seconds from a
+    change one step away from its current (default) setting until the new figure is shown,
+    measured ``repeats`` times as a first visit (the view's cache for that setting dropped
+    each time); the draw runs at once (no coalescing pause). Controls are left as found.
+
+    Returns one dict per control: view, control, change ("a -> b"), seconds (list), median.
+    """
+    rows = []
+    for view in (live_views() if views is None else views):
+        saved = view._schedule
+        view._schedule = "now"
+        try:
+            for name, control in view.controls.items():
+                default = control.value
+                target = _next_value(control)
+                before = control_label(control)
+                control.value = target
+                after = control_label(control)
+                times = []
+                for _ in range(repeats):
+                    view.forget()
+                    control.value = default
+                    start = time.perf_counter()
+                    control.value = target
+                    times.append(time.perf_counter() - start)
+                    if view.error is not None or view.shown != view.values():
+                        raise RuntimeError(f"{type(view).__name__} {name} = {after}: not drawn "
+                                           f"({view.error or view.status.value})")
+                control.value = default
+                rows.append({"view": type(view).__name__, "control": name,
+                             "change": f"{before} -> {after}", "seconds": times,
+                             "median": statistics.median(times)})
+        finally:
+            view._schedule = saved
+    return rows

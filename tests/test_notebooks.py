@@ -126,3 +126,25 @@ def test_notebook_reads_the_fast_switch(path):
     first = next(c for c in nb.cells if c.cell_type == "code")
     assert "LALIC_NOTEBOOK_FAST" in first.source and "FAST" in first.source, (
         f"{path.name}: the first code cell must set FAST from LALIC_NOTEBOOK_FAST")
+
+
+def test_clean_keeps_figures_and_drops_what_changes_from_run_to_run():
+    from lalic_core.notebooks import WIDGET_VIEW, clean, volatile_metadata
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["widgets"] = {"state": {}}
+    view = {"output_type": "display_data", "metadata": {},
+            "data": {WIDGET_VIEW: {"model_id": "x"}, "image/png": "iVBO", "text/plain": "V"}}
+    bar = {"output_type": "display_data", "metadata": {},
+           "data": {WIDGET_VIEW: {"model_id": "y"}, "text/plain": "VBox"}}
+    nb.cells = [nbformat.v4.new_code_cell("a", outputs=[nbformat.from_dict(bar)]),
+                nbformat.v4.new_markdown_cell("text"),
+                nbformat.v4.new_code_cell("b", outputs=[nbformat.from_dict(view)])]
+    nb.cells[0].metadata["execution"] = {"shell.execute_reply": "2026-01-01T00:00:00Z"}
+    nb.cells[0].execution_count, nb.cells[2].execution_count = 7, 9
+    assert len(volatile_metadata(nb)) == 4
+    clean(nb)
+    assert volatile_metadata(nb) == []
+    assert nb.cells[0].outputs == [] and nb.cells[0].execution_count == 1
+    assert nb.cells[2].execution_count == 2
+    assert set(nb.cells[2].outputs[0]["data"]) == {"image/png", "text/plain"}

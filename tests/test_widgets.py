@@ -238,6 +238,17 @@ def test_erf_estimates_grow_with_the_work_and_vanish_when_cached():
     assert small_lab.estimate_s("cnn", 1, 16) == 0.0
 
 
+def test_measure_controls_times_a_first_visit_of_every_control():
+    view = _erf_view()
+    rows = widgets.measure_controls([view], repeats=2)
+    assert [r["control"] for r in rows] == ["depth", "block", "input", "weights", "colours"]
+    assert rows[0]["change"] == "1 -> 2" and rows[2]["change"] == "16 x 16 -> 24 x 24"
+    assert all(len(r["seconds"]) == 2 and r["median"] > 0 for r in rows)
+    assert view.values() == view.shown == {"depth": "1", "block": "CNN", "input": "16 x 16",
+                                           "weights": "random blocks", "colours": "log"}
+    assert view._schedule == "auto" and view in widgets.live_views()
+
+
 # --------------------------------------------------------------------------------------------
 # ERF explorer
 # --------------------------------------------------------------------------------------------
