@@ -486,7 +486,8 @@ _VIEWS_JS = """() => Array.from(document.querySelectorAll('.jp-Notebook .lalic-v
             const i = el.querySelector('input[type=checkbox]');
             value = i ? (i.checked ? 'true' : 'false') : null;
         }
-        return {kind: kind, value: value};
+        // ipywidgets writes option labels with non-breaking spaces
+        return {kind: kind, value: value === null ? null : value.replace(/\u00a0/g, ' ')};
     });
     const out = view.querySelector('.widget-output');
     const img = out && out.querySelector('img');
