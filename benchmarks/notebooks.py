@@ -3,6 +3,7 @@
     python benchmarks/notebooks.py                 # all seven notebooks, ~10 min on 2 cores
     python benchmarks/notebooks.py --only 01 04    # some of them
     python benchmarks/notebooks.py --skip-first-use
+    python benchmarks/notebooks.py --first-use-only
 
 Prints one table (the numbers of issue 17, measured again):
 
@@ -106,8 +107,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="notebook number prefixes, e.g. 01 04 (default: all)")
     parser.add_argument("--repeats", type=int, default=3, help="changes per control")
     parser.add_argument("--skip-first-use", action="store_true")
+    parser.add_argument("--first-use-only", action="store_true",
+                        help="only the first-use measurement")
     args = parser.parse_args(argv)
     paths = [p for p in NOTEBOOKS if not args.only or p.name[:2] in args.only]
+    if args.first_use_only:
+        paths, args.skip_first_use = [], False
     load_before = os.getloadavg()
     lines = []
     with tempfile.TemporaryDirectory(prefix="lalic-bench-") as tmp:
@@ -135,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                  f"{load_before[0]:.1f} / {load_before[1]:.1f} / {load_before[2]:.1f}, after "
                  f"{load_after[0]:.1f} / {load_after[1]:.1f} / {load_after[2]:.1f} (1/5/15 min)")
     lines.append("")
-    lines.append("Run All (FAST, nbclient, fresh kernel)   cold (s)   warm (s)")
+    if runs:
+        lines.append("Run All (FAST, nbclient, fresh kernel)   cold (s)   warm (s)")
     for name, (cold, warm) in runs.items():
         lines.append(f"  {name:38s} {cold:8.1f}   {warm:8.1f}")
     if controls:

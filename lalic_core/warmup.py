@@ -72,17 +72,20 @@ def warm(progress: Callable[[int, int, str], None] | None = None) -> tuple[bool,
     return cached is not True, time.perf_counter() - start
 
 
-def ensure_biwkv_compiled(show: bool | None = None) -> float:
+def ensure_biwkv_compiled(show: bool | None = None, load: bool = False) -> float:
     """In a notebook: make sure the BiWKV CPU kernels are compiled before anything is timed.
 
     When numba's cache is cold it announces the compilation (:data:`ANNOUNCEMENT`) with a
     progress bar (ipywidgets in a kernel, text elsewhere); either way it prints one line
-    saying what happened. Returns the seconds it took.
+    saying what happened. When the cache is warm the kernels load on first use (well under
+    a second each), unless ``load`` asks to load them now (before a timed run). Returns the
+    seconds it took.
     """
     cached = biwkv_kernels_cached()
     if cached is True:
-        _, seconds = warm()
-        print("BiWKV CPU kernels: loaded from numba's cache (compiled once per install)")
+        seconds = warm()[1] if load else 0.0
+        print(f"BiWKV CPU kernels: {'loaded' if load else 'found'} in numba's cache (compiled "
+              f"once per install)")
         return seconds
     bar = None
     if show is None:

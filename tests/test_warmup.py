@@ -16,8 +16,10 @@ def test_warm_reports_progress_over_four_kernels():
 
 def test_ensure_says_what_happened(capsys, monkeypatch):
     monkeypatch.setattr(warmup, "biwkv_kernels_cached", lambda: True)
-    warmup.ensure_biwkv_compiled(show=False)
-    assert "loaded from numba's cache" in capsys.readouterr().out
+    assert warmup.ensure_biwkv_compiled(show=False) == 0.0  # loads on first use
+    assert "found in numba's cache" in capsys.readouterr().out
+    assert warmup.ensure_biwkv_compiled(show=False, load=True) > 0.0
+    assert "loaded in numba's cache" in capsys.readouterr().out
     monkeypatch.setattr(warmup, "biwkv_kernels_cached", lambda: False)
     warmup.ensure_biwkv_compiled(show=False)
     out = capsys.readouterr().out
