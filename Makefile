@@ -26,6 +26,14 @@ warmup: $(STAMP)
 figures: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m lalic_core.figures
 
+## make figures-full: the full-size measurements (ERF of every row on all 24 Kodak images at
+## 512x768, latent correlation on all 24) and then every figure; rows already in figures/data
+## with the same inputs (model, weights hash, images) are reused, so a newly trained model
+## costs only its own rows. See README "Figures" for the run time.
+.PHONY: figures-full
+figures-full: $(STAMP)
+	MPLBACKEND=Agg $(PY) -m lalic_core.figures --full
+
 ## make test: the default pytest run (< 10 minutes on 2 CPU cores)
 test: $(STAMP)
 	$(PY) -m pytest -q

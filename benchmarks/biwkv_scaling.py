@@ -117,7 +117,7 @@ def scaling_sweep(tokens=DEFAULT_TOKENS, channels: int = 96, full_attention_max_
         with torch.no_grad():
             row = {
                 "tokens": T,
-                "biwkv": best_time(biwkv, w, u, x, v, "torch", repeats=repeats),
+                "biwkv": best_time(biwkv, w, u, x, v, "cpu", repeats=repeats),
                 "window_attention": best_time(window_attention, x, H, W, repeats=repeats),
                 "full_attention": (best_time(full_attention, x, repeats=3)
                                    if T <= full_attention_max_tokens else None),

@@ -15,6 +15,16 @@ LALIC's network rather than that shared entropy-coding step.
 
 ``--profile`` adds where LALIC's time goes (torch profiler, by operator family) and the
 entropy-coding time (rANS, measured around CompressAI's coder calls).
+
+``--device cuda`` (issue 12): the same two models on the GPU, 768x512: forward (torch's
+defaults), compress and decompress (with TF32 off and deterministic cuDNN, without which
+GPU round trips fail, ../shared/notes/gpu-device.md), each with its peak GPU memory
+(``torch.cuda.max_memory_allocated``), the ratios LALIC / ELIC (targets: forward <= 3x,
+decompress <= 1.25x), and both forwards at 2048x2048 (target: LALIC <= 1 s). Timings: CUDA
+events (forward) or wall clock after synchronising (compress / decompress: they include
+CPU entropy coding), median of ``--repeats`` after a warm-up. ``--json PATH`` writes them.
+Without CUDA it says so and exits 0; ``--smoke`` runs that code path on small images on the
+CPU (a check of the script, not a measurement).
 """
 from __future__ import annotations
 
@@ -140,15 +150,139 @@ def profile_lalic(model, x) -> None:
     print(f"  {'other (Python, not in ops)':32s} {max(0.0, wall - ops):8.2f}")
 
 
+def _gpu_time(fn, device: str, repeats: int) -> tuple[float, float]:
+    """(median seconds, peak bytes allocated) of fn() after one warm-up run."""
+    fn()
+    times = []
+    peak = 0
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+            peak = max(peak, torch.cuda.max_memory_allocated())
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times), peak
+
+
+def main_gpu(args) -> None:
+    """--device cuda: LALIC vs ELIC on the GPU (see the module docstring)."""
+    import json
+
+    if not torch.cuda.is_available() and not args.smoke:
+        print("codec --device cuda: no CUDA GPU here; nothing to measure (exit 0). "
+              "Use --smoke to check the script on the CPU.")
+        return
+    from compressai.models import Elic2022Official
+
+    from lalic_core.models import LALIC
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    repeats = 1 if args.smoke else args.repeats
+    x, source = load_image(args.image)
+    sizes = {"main": (512, 768), "large": (2048, 2048)}
+    if args.smoke:
+        x = x[..., :64, :128].contiguous()
+        sizes = {"main": (64, 128), "large": (128, 128)}
+    x = x.to(device)
+    torch.manual_seed(0)
+    models = {"LALIC (paper)": LALIC.from_preset("paper").eval().to(device)}
+    torch.manual_seed(0)
+    models["ELIC (CompressAI)"] = Elic2022Official().eval().to(device)
+    for m in models.values():
+        m.update(force=True)
+    results = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu (smoke)",
+               "torch": torch.__version__, "image": source, "size": list(sizes["main"]),
+               "models": {}}
+    print(f"codec on {results['device']}: image {source} {sizes['main'][1]}x{sizes['main'][0]}, "
+          f"torch {torch.__version__}, median of {repeats}")
+
+    def save():
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
+
+    for name, m in models.items():
+        r = {}
+        with torch.inference_mode():
+            r["forward_s"], r["forward_peak_bytes"] = _gpu_time(lambda m=m: m(x), device, repeats)
+        # compress / decompress: TF32 off, deterministic cuDNN (else round trips fail on GPU)
+        tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+                torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        try:
+            with torch.inference_mode():
+                enc = m.compress(x)
+                r["compress_s"], r["compress_peak_bytes"] = _gpu_time(
+                    lambda m=m: m.compress(x), device, repeats)
+                r["decompress_s"], r["decompress_peak_bytes"] = _gpu_time(
+                    lambda m=m, enc=enc: m.decompress(enc["strings"], enc["shape"]), device,
+                    repeats)
+                dec = m.decompress(enc["strings"], enc["shape"])
+                r["bytes"] = sum(len(s[0]) for s in enc["strings"])
+                if hasattr(m, "g_s") and "y_hat" in enc:
+                    ref = m.g_s(enc["y_hat"]).clamp(0, 1)
+                    r["decode_vs_encoder_max_abs"] = float((dec["x_hat"] - ref).abs().max())
+        finally:
+            (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) = tf32
+        results["models"][name] = r
+        save()
+        print(f"  {name:20s} forward {r['forward_s']:.4f} s ({r['forward_peak_bytes'] / 2**30:.2f}"
+              f" GiB), compress {r['compress_s']:.4f} s ({r['compress_peak_bytes'] / 2**30:.2f}"
+              f" GiB), decompress {r['decompress_s']:.4f} s "
+              f"({r['decompress_peak_bytes'] / 2**30:.2f} GiB), {r['bytes']} bytes")
+    la, el = (results["models"][n] for n in ("LALIC (paper)", "ELIC (CompressAI)"))
+    results["ratios"] = {key: la[f"{key}_s"] / el[f"{key}_s"]
+                         for key in ("forward", "compress", "decompress")}
+    print("  LALIC / ELIC: " + ", ".join(f"{k} {v:.2f}x" for k, v in results["ratios"].items())
+          + "  (targets: forward <= 3x, decompress <= 1.25x)")
+    if "decode_vs_encoder_max_abs" in la:
+        print(f"  LALIC decode vs the encoder's reconstruction: max |diff| = "
+              f"{la['decode_vs_encoder_max_abs']:.2e}")
+    save()
+    big = torch.rand(1, 3, *sizes["large"], generator=torch.Generator().manual_seed(0)).to(device)
+    results["large"] = {"size": list(sizes["large"])}
+    for name, m in models.items():
+        try:
+            with torch.inference_mode():
+                seconds, peak = _gpu_time(lambda m=m: m(big), device, max(1, repeats // 2))
+            results["large"][name] = {"forward_s": seconds, "forward_peak_bytes": peak}
+            print(f"  {name:20s} forward at {sizes['large'][1]}x{sizes['large'][0]}: "
+                  f"{seconds:.3f} s ({peak / 2**30:.2f} GiB)" +
+                  ("  (target <= 1 s)" if name.startswith("LALIC") else ""))
+        except torch.cuda.OutOfMemoryError as exc:
+            results["large"][name] = {"error": str(exc)[:200]}
+            print(f"  {name}: out of memory at {sizes['large']}")
+        save()
+    print("codec --device cuda: done" + (f"; results in {args.json}" if args.json else ""))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--image", default=None, help="768x512 image (default: Kodak kodim23)")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--smoke", action="store_true",
+                        help="--device cuda only: small images, on the CPU if no GPU")
+    parser.add_argument("--json", default=None, help="--device cuda only: write results here")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)
     torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        main_gpu(args)
+        return
 
     from compressai.models import Elic2022Official
 

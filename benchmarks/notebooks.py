@@ -41,7 +41,7 @@ from lalic_core.notebooks import error_outputs, execute, kernel_environment
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 #: The first cell of notebook 01 that shows a numba BiWKV result.
-FIRST_NUMBA_MARK = 'compare_backends(("torch",)'
+FIRST_NUMBA_MARK = "explain.compare_backends(("
 MEASURE_CELL = ("import json as _json\nfrom lalic_core.widgets import measure_controls as _m\n"
                 "print('LATENCY' + _json.dumps(_m(repeats={repeats})))")
 

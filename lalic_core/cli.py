@@ -6,6 +6,7 @@
     lalic decompress IN.lalic OUT.png                       # model from the file's identity
     lalic eval DIR --model lalic-tiny:3 --output rd.json    # bpp, PSNR, MS-SSIM, times
     lalic info IN.lalic                                     # header and bits per step
+    lalic check-checkpoint lalic-mse-q6.pth                 # official checkpoint vs paper
     lalic models                                            # presets and zoo entries
 
 Every sub-command sets ``func`` on its parser; :func:`main` calls ``args.func(args)``. Errors
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -25,6 +25,8 @@ import time
 import traceback
 import warnings
 from pathlib import Path
+
+from lalic_core.codec.evaluation import evaluate
 
 __all__ = ["build_parser", "evaluate", "main"]
 
@@ -78,7 +80,8 @@ def _cmd_compress(args) -> int:
     if _same_file(args.input, args.output):
         raise ValueError(f"output {args.output} would overwrite the input image")
     x = codec.read_image(args.input)  # first, so a bad image fails before a model is built
-    model = codec.resolve_model(args.model, device=args.device)
+    model = codec.resolve_model(args.model, device=args.device,
+                                biwkv_semantics=args.biwkv_semantics)
     start = time.perf_counter()
     data = codec.encode_image(x, model, pad_multiple=args.pad_multiple)
     seconds = time.perf_counter() - start
@@ -89,7 +92,8 @@ def _cmd_compress(args) -> int:
         f"{args.input} ({header.width}x{header.height}) -> {args.output}: "
         f"{_fmt_bytes(len(data))}, {8 * len(data) / pixels:.4f} bpp "
         f"(strings {_fmt_bytes(header.payload_bytes)} = {8 * header.payload_bytes / pixels:.4f} bpp, "
-        f"container {header.header_bytes} bytes); model {model.identity.spec}; {seconds:.2f} s"
+        f"container {header.header_bytes} bytes); model {model.identity.spec}; "
+        f"BiWKV {header.biwkv_semantics}; {seconds:.2f} s"
     )
     return 0
 
@@ -102,13 +106,15 @@ def _cmd_decompress(args) -> int:
         raise ValueError(f"output {args.output} would overwrite the input file")
     codec.check_image_path(args.output)
     header = codec.read_header(args.input)
+    codec.check_biwkv_semantics(header, args.biwkv_semantics)  # before building a model
     model = codec.model_for_file(header, args.model, args.device)  # not timed, as in compress
     start = time.perf_counter()
-    x_hat = codec.decode_image(header, model, device=args.device)
+    x_hat = codec.decode_image(header, model, device=args.device,
+                               biwkv_semantics=args.biwkv_semantics)
     seconds = time.perf_counter() - start
     codec.save_image(args.output, x_hat)
     _say(f"{args.input} -> {args.output} ({header.width}x{header.height}); "
-         f"model {header.identity.spec}; {seconds:.2f} s")
+         f"model {header.identity.spec}; BiWKV {header.biwkv_semantics}; {seconds:.2f} s")
     return 0
 
 
@@ -132,6 +138,7 @@ def _info_dict(path: str, header) -> dict:
             "description": header.identity.describe(),
         },
         "weights_fingerprint": header.fingerprint.hex(),
+        "biwkv_semantics": header.biwkv_semantics,
         "width": header.width,
         "height": header.height,
         "pad_multiple": header.pad_multiple,
@@ -171,6 +178,8 @@ def _cmd_info(args) -> int:
         ("format version", str(info["format_version"])),
         ("model", info["model"]["description"]),
         ("weights fingerprint", info["weights_fingerprint"]),
+        ("BiWKV semantics", header.biwkv_semantics
+         + ("  (version-1 file: no field, formula)" if header.version < 2 else "")),
         ("image", f"{header.width}x{header.height}"),
         ("padded to", (f"{info['padded_width']}x{info['padded_height']} (multiple of "
                        f"{header.pad_multiple}; top {pad['top']}, bottom {pad['bottom']}, "
@@ -202,93 +211,6 @@ def _cmd_info(args) -> int:
 # --------------------------------------------------------------------------------------------
 # eval
 # --------------------------------------------------------------------------------------------
-def _mean(values):
-    """Mean of the finite values; None unless every image has a value (MS-SSIM needs images
-    larger than 160 pixels on each side)."""
-    if any(v is None for v in values):
-        return None
-    values = [v for v in values if math.isfinite(v)]
-    return sum(values) / len(values) if values else None
-
-
-def evaluate(paths, model, *, pad_multiple: int | None = None, progress: bool = True,
-             name: str | None = None, description: str = "") -> dict:
-    """Compress and decompress each image through real ``.lalic`` bytes and measure it.
-
-    Returns a dict in the RD JSON schema of ``lalic_core.rd`` (``results`` holds one point:
-    the means over all images) plus ``images`` (per-image detail). ``model``: a
-    :class:`~lalic_core.codec.CodecModel` or a bare model. bpp counts the whole file; ``bpp-strings``
-    only the entropy-coded strings, as the paper does. PSNR and MS-SSIM compare the decoded
-    8-bit image with the 8-bit original (MS-SSIM only for images larger than 160 pixels on
-    each side). Times are wall-clock seconds of encode (padding, ``compress``, packing) and
-    decode (parsing, ``decompress``, cropping), after one untimed round trip of the first image.
-    """
-    from tqdm import tqdm
-
-    from lalic_core import codec
-    from lalic_core.metrics import ms_ssim, psnr
-
-    model = codec.as_codec_model(model)
-    paths = [Path(p) for p in paths]
-    if not paths:
-        raise ValueError("no images to evaluate")
-    multiple = pad_multiple or model.downsampling_factor
-    with warnings.catch_warnings():  # warm-up (kernel loading, allocator): the first image
-        warnings.simplefilter("ignore", codec.LalicWarning)  # it warns again when measured
-        codec.decode_image(codec.encode_image(codec.read_image(paths[0]), model,
-                                              pad_multiple=pad_multiple), model)
-
-    images = []
-    for path in tqdm(paths, desc="eval", unit="img", disable=None if progress else True,
-                     file=sys.stderr):
-        x = codec.read_image(path)
-        start = time.perf_counter()
-        data = codec.encode_image(x, model, pad_multiple=pad_multiple)
-        encode_s = time.perf_counter() - start
-        start = time.perf_counter()
-        x_hat = codec.decode_image(data, model)
-        decode_s = time.perf_counter() - start
-
-        header = codec.LalicFile.from_bytes(data)
-        pixels = header.num_pixels
-        x8 = codec.to_uint8(x).permute(2, 0, 1)[None].double() / 255
-        x_hat8 = codec.to_uint8(x_hat).permute(2, 0, 1)[None].double() / 255
-        msssim = ms_ssim(x8, x_hat8) if min(header.width, header.height) > 160 else None
-        images.append({
-            "image": path.name,
-            "width": header.width,
-            "height": header.height,
-            "bytes": len(data),
-            "strings_bytes": header.payload_bytes,
-            "bpp": 8 * len(data) / pixels,
-            "bpp-strings": 8 * header.payload_bytes / pixels,
-            "psnr": psnr(x8, x_hat8),
-            "ms-ssim": msssim,
-            "ms-ssim-db": None if msssim is None else
-            (math.inf if msssim >= 1 else -10 * math.log10(1 - msssim)),
-            "encoding_time": encode_s,
-            "decoding_time": decode_s,
-        })
-
-    results = {}
-    for key in ("bpp", "bpp-strings", "psnr", "ms-ssim", "ms-ssim-db", "encoding_time",
-                "decoding_time"):
-        value = _mean([im[key] for im in images])
-        if value is not None:
-            results[key] = [value]
-    return {
-        "name": name or model.identity.spec,
-        "description": description,
-        "results": results,
-        "model": {"kind": model.identity.kind, "spec": model.identity.spec,
-                  "description": model.identity.describe(),
-                  "weights_fingerprint": model.fingerprint.hex()},
-        "pad_multiple": multiple,
-        "images": [{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                    for k, v in im.items()} for im in images],
-    }
-
-
 def _cmd_eval(args) -> int:
     import torch
 
@@ -299,10 +221,12 @@ def _cmd_eval(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     paths = list_images(args.folder, recursive=not args.no_recursive)[: args.limit]
-    model = codec.resolve_model(args.model, device=args.device)
+    model = codec.resolve_model(args.model, device=args.device,
+                                biwkv_semantics=args.biwkv_semantics)
     multiple = args.pad_multiple or model.downsampling_factor
     description = (
         f"lalic eval of {model.identity.describe()} on {len(paths)} images from {args.folder}; "
+        f"BiWKV semantics {codec.model_biwkv_semantics(model)}; "
         f"centred zero padding to multiples of {multiple}; device {args.device}, "
         f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}. "
         "bpp: whole .lalic file; bpp-strings: entropy-coded strings only (the paper's count); "
@@ -333,6 +257,27 @@ def _cmd_eval(args) -> int:
         out.write_text(json.dumps(report, indent=2) + "\n")
         _say(f"wrote {out}")
     return 0
+
+
+# --------------------------------------------------------------------------------------------
+# check-checkpoint
+# --------------------------------------------------------------------------------------------
+#: Exit status of check-checkpoint when the result is far from the published point.
+EXIT_FAR = 3
+
+
+def _cmd_check_checkpoint(args) -> int:
+    from lalic_core.check_checkpoint import check_checkpoint
+
+    _set_threads(args)
+    report = check_checkpoint(args.checkpoint, quality=args.quality, full=args.full,
+                              biwkv_semantics=args.biwkv_semantics, kodak=args.kodak,
+                              device=args.device, progress=not args.quiet)
+    if args.json:
+        _say(json.dumps(report.as_dict(), indent=2))
+    else:
+        _say(report.format())
+    return EXIT_FAR if report.far else 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch device (default cpu; decode on the kind of device you "
                              "encoded on: floating point differs between devices)")
     device.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    semantics = ("formula", "official32", "official64")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("compress", parents=[common, device], help="compress an image to a .lalic file")
@@ -391,6 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pad-multiple", type=int, default=None,
                    help="pad to multiples of this (default: the model's factor, 64; the "
                         "official evaluation uses 128)")
+    p.add_argument("--biwkv-semantics", choices=semantics, default=None,
+                   help="what BiWKV computes (default: the model's; checkpoints: what they "
+                        "record, else formula; official checkpoints: official64); recorded "
+                        "in the file")
     p.set_defaults(func=_cmd_compress)
 
     p = sub.add_parser("decompress", parents=[common, device], help="decode a .lalic file to an image")
@@ -399,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", "-m", default=None,
                    help="model to decode with (default: the one the file names; required for "
                         "files made with a checkpoint)")
+    p.add_argument("--biwkv-semantics", choices=semantics, default=None,
+                   help="default: the semantics the file records (the only one it decodes "
+                        "under); a different one is an error")
     p.set_defaults(func=_cmd_decompress)
 
     p = sub.add_parser("eval", parents=[common, device],
@@ -411,7 +364,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--no-recursive", action="store_true", help="do not look in sub-folders")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or table")
+    p.add_argument("--biwkv-semantics", choices=semantics, default=None, help="as for compress")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "check-checkpoint", parents=[common, device],
+        help="evaluate a checkpoint on Kodak and compare it with the published LALIC point",
+        epilog=f"Exit status {EXIT_FAR} when the result is far from the published point.")
+    p.add_argument("checkpoint", help="checkpoint file (official lalic-mse-qN.pth or ours)")
+    p.add_argument("--quality", "-q", type=int, default=None,
+                   help="published quality 1..6 to compare with (default: from the file name, "
+                        "e.g. lalic-mse-q6.pth, or the lambda a training checkpoint records)")
+    p.add_argument("--full", action="store_true",
+                   help="all 24 Kodak images (default: an evenly spaced subset of 4)")
+    p.add_argument("--biwkv-semantics", choices=semantics, default=None,
+                   help="default: what the checkpoint records, else official64 (what the "
+                        "official checkpoints were trained with)")
+    p.add_argument("--kodak", default=None, help="Kodak folder (default: the one "
+                   "'lalic download-kodak' made, or $LALIC_KODAK)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_check_checkpoint)
 
     p = sub.add_parser("info", parents=[common], help="header and bits per step of a .lalic file")
     p.add_argument("file", help="the .lalic file")

@@ -17,6 +17,12 @@ same list structure, key names and bitstreams as the official implementation. Tw
 classes are subclassed for speed only, with identical outputs and strings (tested):
 :class:`GaussianConditional` (one-pass ``build_indexes``) and :class:`CheckerboardLatentCodec`
 (no spatial-context convolution for the anchor pass, whose context is zero).
+:class:`ChannelGroupsLatentCodec` is CompressAI's with one fix: ``decompress`` builds y_hat in
+the dtype of the hyper parameters (CompressAI uses torch's default dtype, so a float64 model
+failed to decode unless float64 was the default).
+
+Every Bi-RWKV block of the channel contexts computes BiWKV with ``biwkv_semantics``
+("formula", "official32", "official64"; :mod:`lalic_core.ops.biwkv`).
 
 SCCTX kinds (``kind=``):
 
@@ -43,13 +49,13 @@ from collections.abc import Sequence
 import torch
 from compressai.entropy_models import EntropyBottleneck
 from compressai.entropy_models import GaussianConditional as _GaussianConditional
+from compressai.latent_codecs import ChannelGroupsLatentCodec as _ChannelGroupsLatentCodec
+from compressai.latent_codecs import CheckerboardLatentCodec as _CheckerboardLatentCodec
 from compressai.latent_codecs import (
-    ChannelGroupsLatentCodec,
     GaussianConditionalLatentCodec,
     HyperLatentCodec,
     HyperpriorLatentCodec,
 )
-from compressai.latent_codecs import CheckerboardLatentCodec as _CheckerboardLatentCodec
 from compressai.layers import CheckerboardMaskedConv2d, sequential_channel_ramp
 from compressai.models.utils import conv
 from torch import Tensor, nn
@@ -58,6 +64,7 @@ from lalic_core.layers import BiRWKVBlock, ChannelMixNoShift
 
 __all__ = [
     "SCCTX_KINDS",
+    "ChannelGroupsLatentCodec",
     "CheckerboardLatentCodec",
     "GaussianConditional",
     "conv_channel_context",
@@ -128,13 +135,35 @@ class CheckerboardLatentCodec(_CheckerboardLatentCodec):
         return self.unembed(self.context_prediction(self.embed(y_hat_)))[1]
 
 
+class ChannelGroupsLatentCodec(_ChannelGroupsLatentCodec):
+    """CompressAI's ChannelGroupsLatentCodec; ``decompress`` keeps the dtype of the model
+    (y_hat is allocated like ``side_params``, not in torch's default dtype)."""
+
+    def decompress(self, strings, shape, side_params: Tensor, **kwargs) -> dict:
+        n = len(strings[0])
+        if not all(len(s) == n for s in strings):
+            raise ValueError("channel groups: every string list must hold one string per image")
+        per_group = len(strings) // len(self.groups)
+        y_shape = (sum(s[0] for s in shape), *shape[0][1:])
+        y_hat = side_params.new_zeros((n, *y_shape))
+        y_hat_ = y_hat.split(self.groups, dim=1)
+        for k in range(len(self.groups)):
+            params = self._get_ctx_params(k, side_params, y_hat_)
+            out = self.latent_codec[f"y{k}"].decompress(
+                strings[per_group * k: per_group * (k + 1)], shape[k], params)
+            y_hat_[k][:] = out["y_hat"]
+        return {"y_hat": y_hat}
+
+
 def rwkv_channel_context(
-    in_ch: int, out_ch: int, dim: int = 320, depth: int = 2, hidden_rate: int = 8
+    in_ch: int, out_ch: int, dim: int = 320, depth: int = 2, hidden_rate: int = 8,
+    *, biwkv_semantics: str = "formula",
 ) -> nn.Sequential:
     """RWKV channel context g_ch^(k): (B, in_ch, h, w) -> (B, out_ch, h, w)."""
     return nn.Sequential(
         conv(in_ch, dim, kernel_size=3, stride=1),
-        *[BiRWKVBlock(dim, hidden_rate=hidden_rate) for _ in range(depth)],
+        *[BiRWKVBlock(dim, hidden_rate=hidden_rate, biwkv_semantics=biwkv_semantics)
+          for _ in range(depth)],
         conv(dim, out_ch, kernel_size=1, stride=1),
     )
 
@@ -193,6 +222,7 @@ def scctx_latent_codec(
     ctx_dim: int = 320,
     ctx_depth: int = 2,
     ctx_hidden_rate: int = 8,
+    biwkv_semantics: str = "formula",
 ) -> HyperpriorLatentCodec:
     """The whole latent codec (hyperprior + channel groups + checkerboard) of LALIC.
 
@@ -207,6 +237,8 @@ def scctx_latent_codec(
         kind: "rwkv", "conv" or "convplus" (see the module docstring).
         ctx_dim, ctx_depth, ctx_hidden_rate: width, number of Bi-RWKV blocks and their hidden
             rate in the RWKV channel context (``ctx_dim`` is also the Conv Plus width).
+        biwkv_semantics: BiWKV semantics of the channel-context blocks ("formula",
+            "official32", "official64").
     """
     if kind not in SCCTX_KINDS:
         raise ValueError(f"scctx: `kind` must be one of {SCCTX_KINDS}, got {kind!r}")
@@ -215,7 +247,8 @@ def scctx_latent_codec(
     def channel_context(k: int) -> nn.Module:
         in_ch, out_ch = sum(groups[:k]), 2 * groups[k]
         if kind == "rwkv":
-            return rwkv_channel_context(in_ch, out_ch, ctx_dim, ctx_depth, ctx_hidden_rate)
+            return rwkv_channel_context(in_ch, out_ch, ctx_dim, ctx_depth, ctx_hidden_rate,
+                                        biwkv_semantics=biwkv_semantics)
         if kind == "conv":
             return conv_channel_context(in_ch, out_ch)
         return convplus_channel_context(in_ch, out_ch, ctx_dim)

@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 # numba's threading layer is chosen in lalic_core.ops.biwkv.cpu (before any launch).
-from lalic_core.ops.biwkv import biwkv
+from lalic_core.ops.biwkv import SEMANTICS, biwkv
 
 __all__ = [
     "BiRWKVBlock",
@@ -40,9 +40,17 @@ __all__ = [
     "ChannelMixNoShift",
     "OmniShift",
     "SpatialMix",
+    "check_biwkv_semantics",
     "map_to_tokens",
     "tokens_to_map",
 ]
+
+
+def check_biwkv_semantics(semantics: str) -> str:
+    """``semantics`` if it is one of :data:`lalic_core.ops.biwkv.SEMANTICS`, else ValueError."""
+    if semantics not in SEMANTICS:
+        raise ValueError(f"biwkv_semantics must be one of {SEMANTICS}, got {semantics!r}")
+    return semantics
 
 
 def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
@@ -169,12 +177,17 @@ class SpatialMix(nn.Module):
     ``y = BiWKV(decay / T, boost / T, k, v)`` over all T = H*W tokens;
     ``out = output(sigmoid(r) * y)``. decay and boost are learned (C,) vectors ~ N(0, 1).
 
+    ``biwkv_semantics``: what BiWKV computes, "formula" (the paper's) or "official32" /
+    "official64" (the official chunked CUDA kernels in exact arithmetic, see
+    :mod:`lalic_core.ops.biwkv`); a plain attribute, not in the state dict.
+
     Shapes: ``forward(x, hw)`` with x (B, T, C) tokens and hw = (H, W) -> (B, T, C).
     """
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, *, biwkv_semantics: str = "formula"):
         super().__init__()
         self.dim = dim
+        self.biwkv_semantics = check_biwkv_semantics(biwkv_semantics)
         self.decay = nn.Parameter(torch.randn(dim))
         self.boost = nn.Parameter(torch.randn(dim))
         self.omni_shift = OmniShift(dim)
@@ -189,7 +202,7 @@ class SpatialMix(nn.Module):
         k = self.key(x)
         v = self.value(x)
         r = self.receptance(x)
-        y = biwkv(self.decay / T, self.boost / T, k, v)
+        y = biwkv(self.decay / T, self.boost / T, k, v, semantics=self.biwkv_semantics)
         if torch.is_grad_enabled():
             y = torch.sigmoid(r) * y
         else:
@@ -233,11 +246,13 @@ class BiRWKVBlock(nn.Module):
         x = x + gamma2 * ChannelMix(LN2(x))
 
     Shapes: (B, C, H, W) -> (B, C, H, W) (returned as a channels-last view of the tokens).
+    ``biwkv_semantics`` ("formula", "official32", "official64"): see :class:`SpatialMix`
+    (read and set through the block's property of that name).
     Set ``grad_checkpointing = True`` to recompute the block in backward (saves memory in
     training, as the official code optionally does).
     """
 
-    def __init__(self, dim: int, hidden_rate: int = 4):
+    def __init__(self, dim: int, hidden_rate: int = 4, *, biwkv_semantics: str = "formula"):
         super().__init__()
         if not isinstance(dim, int) or dim <= 0:
             raise ValueError(f"BiRWKVBlock: `dim` must be a positive int, got {dim!r}")
@@ -248,9 +263,17 @@ class BiRWKVBlock(nn.Module):
         self.gamma2 = nn.Parameter(torch.ones(dim))
         self.ln1 = nn.LayerNorm(dim)
         self.ln2 = nn.LayerNorm(dim)
-        self.att = SpatialMix(dim)
+        self.att = SpatialMix(dim, biwkv_semantics=biwkv_semantics)
         self.ffn = ChannelMix(dim, hidden_rate)
         self.grad_checkpointing = False
+
+    @property
+    def biwkv_semantics(self) -> str:
+        return self.att.biwkv_semantics
+
+    @biwkv_semantics.setter
+    def biwkv_semantics(self, value: str) -> None:
+        self.att.biwkv_semantics = check_biwkv_semantics(value)
 
     def _forward_tokens(self, t: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         t = torch.addcmul(t, self.att(self.ln1(t), hw), self.gamma1)
@@ -271,7 +294,8 @@ class BiRWKVBlock(nn.Module):
         s = map_to_tokens(att.omni_shift(tokens_to_map(self.ln1(t), hw))).reshape(rows, C)
         k = torch.mm(s, att.key.weight.t()).view(B, T, C)
         v = torch.mm(s, att.value.weight.t()).view(B, T, C)
-        y = biwkv(att.decay / T, att.boost / T, k, v).reshape(rows, C)
+        y = biwkv(att.decay / T, att.boost / T, k, v,
+                  semantics=att.biwkv_semantics).reshape(rows, C)
         del k, v
         t_in = t.reshape(rows, C)
         out = torch.empty((rows, C), dtype=t.dtype, device=t.device)
@@ -319,6 +343,8 @@ class BiRWKVBlock(nn.Module):
         return tokens_to_map(t, hw)
 
     def extra_repr(self) -> str:
+        if self.biwkv_semantics != "formula":
+            return f"dim={self.dim}, biwkv_semantics={self.biwkv_semantics!r}"
         return f"dim={self.dim}"
 
 

@@ -31,6 +31,11 @@ TABLE1: dict[str, dict] = {
               "bd_kodak": -15.26, "bd_clic": -15.41, "bd_tecnick": -17.63},
 }
 
+#: The official LALIC lambdas (README of the official code, MSE models), quality 1..6.
+LAMBDAS: dict[int, float] = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130, 5: 0.0250, 6: 0.0483}
+#: CompressAI's lambdas for MS-SSIM models, quality 1..6.
+LAMBDAS_MS_SSIM: dict[int, float] = {1: 2.40, 2: 4.58, 3: 8.73, 4: 16.64, 5: 31.73, 6: 60.50}
+
 #: Table 1's BD-rate key for each dataset name.
 TABLE1_KEYS = {"Kodak": "bd_kodak", "CLIC Pro Valid": "bd_clic", "Tecnick": "bd_tecnick"}
 

@@ -26,16 +26,20 @@ from .metrics import bd_psnr, bd_rate
 __all__ = [
     "METRICS",
     "PAPER_BD_RATES",
+    "PUBLISHED_DATASETS",
     "PUBLISHED_KODAK",
     "RDCurve",
     "bd_rate_table",
     "format_bd_table",
+    "load_published",
     "load_rd",
     "load_rd_dir",
     "merge_reports",
     "paper_bd_rates",
+    "per_image_point",
     "plot_rd",
     "plot_rd_kodak",
+    "plot_rd_study",
     "published_rd_dir",
     "save_rd",
     "zoo_bd_rows",
@@ -388,3 +392,206 @@ def zoo_bd_rows(ours: Mapping, anchors: Sequence[str] = ("kodak-jpeg", "kodak-vt
         row["note"] = "; ".join(notes)
         rows.append(row)
     return rows
+
+
+
+# --------------------------------------------------------------------------------------------
+# The rd_kodak figure: budget-matched comparison with intervals, the zoo, published curves
+# --------------------------------------------------------------------------------------------
+#: Published curves by dataset: (label, file in ../shared/data/rd/<folder>/, packaged
+#: fallback stem or None). Kodak, CLIC Professional Validation and Tecnick.
+PUBLISHED_DATASETS = {
+    "Kodak": ("kodak", (("LALIC", "lalic", "kodak-lalic"), ("TCM-large", "tcm-large", None),
+                        ("FAT", "fat", None), ("MLIC++", "mlic++", None),
+                        ("ELIC", "elic", "kodak-elic2022-paper"),
+                        ("VTM-9.1", "vtm-9.1", "kodak-vtm91-compressai"),
+                        ("BPG 4:4:4", "bpg-444", "kodak-bpg"), ("JPEG", "jpeg", "kodak-jpeg"))),
+    "CLIC Pro Valid": ("clic-pro-val", (("LALIC", "lalic", "clicproval-lalic"),
+                                        ("TCM-large", "tcm-large", None), ("FAT", "fat", None),
+                                        ("MLIC++", "mlic++", None),
+                                        ("VTM-9.1", "vtm-9.1", "clicproval-vtm91"))),
+    "Tecnick": ("tecnick", (("LALIC", "lalic", "tecnick-lalic"),
+                            ("TCM-large", "tcm-large", None), ("FAT", "fat", None),
+                            ("MLIC++", "mlic++", None),
+                            ("VTM-9.1", "vtm-9.1", "tecnick-vtm91"))),
+}
+
+
+def load_published(dataset: str, shared_rd: str | Path | None = None) -> dict[str, dict]:
+    """Published curves of ``dataset`` (a key of :data:`PUBLISHED_DATASETS`): label ->
+    {"bpp", "psnr", "source"}, sorted by bpp. Read from ``shared_rd`` (the project's
+    ../shared/data/rd) when given and present, else from the packaged copies (fewer curves);
+    methods with no published points on the dataset are absent."""
+    folder, entries = PUBLISHED_DATASETS[dataset]
+    out = {}
+    for label, stem, packaged in entries:
+        path = Path(shared_rd) / folder / f"{stem}.json" if shared_rd else None
+        if path is None or not path.is_file():
+            path = published_rd_dir() / f"{packaged}.json" if packaged else None
+        if path is None or not path.is_file():
+            continue
+        curve = load_rd(path)
+        if not curve.has("psnr"):
+            continue
+        order = np.argsort(curve.bpp)
+        source = (f"../shared/data/rd/{folder}/{stem}.json" if shared_rd and
+                  path.parent.name == folder else f"lalic_core/assets/rd/{path.name}")
+        out[label] = {"bpp": [curve.bpp[i] for i in order],
+                      "psnr": [float(curve.quality("psnr")[i]) for i in order],
+                      "source": source}
+    return out
+
+
+def per_image_point(report: Mapping, lmbda: float | None = None, resamples: int = 2000,
+                    seed: int = 0) -> dict:
+    """One RD point with its per-image values and 95% bootstrap intervals over images, from
+    a ``lalic eval`` report with per-image records (``results/kodak-<name>-q<q>.json``):
+    {"n_images", "images", "bpp", "psnr" (means of the per-image values), "bpp_ci",
+    "psnr_ci", "per_image": {"bpp": [...], "psnr": [...]}} and, with ``lmbda``, the
+    training objective per image, ``rd_cost`` = lambda * 255^2 * MSE + bpp (MSE of [0, 1]
+    RGB from each image's PSNR), with its interval."""
+    from lalic_core.analysis.bootstrap import bootstrap_ci
+
+    images = report.get("images") or []
+    if not images:
+        raise ValueError(f"{report.get('name', 'report')}: no per-image records ('images')")
+    names = [r["image"] for r in images]
+    bpp = np.array([r["bpp"] for r in images], dtype=np.float64)
+    psnr = np.array([r["psnr"] for r in images], dtype=np.float64)
+    out = {"n_images": len(images), "images": names,
+           "bpp": float(bpp.mean()), "psnr": float(psnr.mean()),
+           "bpp_ci": [float(v) for v in bootstrap_ci(bpp, resamples=resamples, seed=seed)],
+           "psnr_ci": [float(v) for v in bootstrap_ci(psnr, resamples=resamples, seed=seed)],
+           "per_image": {"bpp": bpp.tolist(), "psnr": psnr.tolist()}}
+    if lmbda is not None:
+        cost = lmbda * 255.0 ** 2 * 10.0 ** (-psnr / 10.0) + bpp
+        out["rd_cost"] = float(cost.mean())
+        out["rd_cost_ci"] = [float(v) for v in bootstrap_ci(cost, resamples=resamples,
+                                                             seed=seed)]
+        out["per_image"]["rd_cost"] = cost.tolist()
+    return out
+
+
+def paired_differences(a: Mapping, b: Mapping, keys=("bpp", "psnr", "rd_cost"),
+                       resamples: int = 2000, seed: int = 0) -> dict:
+    """Mean per-image differences a - b (same images, paired) with 95% bootstrap intervals,
+    for two :func:`per_image_point` results."""
+    from lalic_core.analysis.bootstrap import bootstrap_ci
+
+    if list(a["images"]) != list(b["images"]):
+        raise ValueError("paired differences need the same images in the same order")
+    out = {}
+    for key in keys:
+        if key not in a["per_image"] or key not in b["per_image"]:
+            continue
+        d = np.asarray(a["per_image"][key]) - np.asarray(b["per_image"][key])
+        out[key] = float(d.mean())
+        out[key + "_ci"] = [float(v) for v in bootstrap_ci(d, resamples=resamples, seed=seed)]
+    return out
+
+
+def plot_rd_study(data: Mapping):
+    """The ``rd_kodak`` figure from its JSON numbers: (a) the budget-matched models at q3
+    with 95% intervals over images (bpp and PSNR), (b) the warm-started zoo curve beside
+    the classic anchors on Kodak, (c-e) published curves on Kodak, CLIC Pro Valid and
+    Tecnick. Returns the Figure."""
+    import textwrap
+
+    from matplotlib.figure import Figure
+
+    fig = Figure((18, 10.5), layout="constrained")
+    grid = fig.add_gridspec(2, 3)
+    # (a) budget-matched
+    ax = fig.add_subplot(grid[0, 0])
+    matched = data.get("budget_matched", {}).get("models", {})
+    order = data.get("budget_matched", {}).get("order") or list(matched)
+    colour = {name: f"C{i}" for i, name in enumerate(order)}
+    for name in order:
+        p = matched[name]
+        ax.errorbar([p["bpp"]], [p["psnr"]],
+                    xerr=[[p["bpp"] - p["bpp_ci"][0]], [p["bpp_ci"][1] - p["bpp"]]],
+                    yerr=[[p["psnr"] - p["psnr_ci"][0]], [p["psnr_ci"][1] - p["psnr"]]],
+                    fmt="o", color=colour[name], capsize=4, markersize=7,
+                    label=f"{p['label']}: {p['bpp']:.4f} bpp, {p['psnr']:.3f} dB")
+    ax.set_xlabel("bpp (Kodak mean, whole .lalic file)")
+    ax.set_ylabel("PSNR (dB, mean over images)")
+    ax.set_title("(a) budget-matched at q3: same skeleton, entropy model, data,\n3,600 steps "
+                 "from scratch; bars: 95% CI over the 24 images", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    # (a') paired differences and the training objective
+    ax = fig.add_subplot(grid[1, 0])
+    diffs = data.get("budget_matched", {}).get("paired_vs_reference", {})
+    ref = data.get("budget_matched", {}).get("reference")
+    names = [n for n in order if n in diffs]
+    ticks, labels = [], []
+    for j, (key, label) in enumerate((("rd_cost", "rd cost"), ("bpp", "bpp"),
+                                      ("psnr", "PSNR dB"))):
+        for i, name in enumerate(names):
+            d = diffs[name]
+            if key not in d:
+                continue
+            y = -(j * (len(names) + 1) + i)
+            lo, hi = d[key + "_ci"]
+            ax.errorbar([d[key]], [y], xerr=[[d[key] - lo], [hi - d[key]]], fmt="o",
+                        color=colour[name], capsize=3)
+            ax.text(hi, y, f"  {d[key]:+.4f} [{lo:+.4f}, {hi:+.4f}]", va="center", fontsize=7)
+            ticks.append(y)
+            labels.append(f"{label}: {matched[name]['label']}")
+    ax.axvline(0, color="0.3", linewidth=0.8)
+    ax.set_yticks(ticks, labels, fontsize=7)
+    ax.set_xlabel(f"paired per-image difference, model - {ref} (95% CI over images)")
+    ax.set_title("(a') differences against Bi-RWKV on the same images; rd cost = the training "
+                 "objective\nlambda 255^2 MSE + bpp at q3 (lambda = 0.0067): lower = better",
+                 fontsize=9)
+    ax.grid(True, axis="x", alpha=0.3)
+    # (b) zoo curves with anchors
+    ax = fig.add_subplot(grid[0, 1])
+    kodak = data.get("published", {}).get("Kodak", {})
+    pub_colour = {label: f"C{i}" for i, label in enumerate(
+        ("LALIC", "TCM-large", "FAT", "MLIC++", "ELIC", "VTM-9.1", "BPG 4:4:4", "JPEG"))}
+    pub_colour["JPEG"] = "0.45"
+    for label in ("JPEG", "BPG 4:4:4", "VTM-9.1"):
+        if label in kodak:
+            c = kodak[label]
+            ax.plot(c["bpp"], c["psnr"], "--", color=pub_colour[label],
+                    label=f"{label} (published)", marker=".")
+    for i, (name, p) in enumerate(data.get("zoo_curves", {}).items()):
+        ax.plot(p["bpp"], p["psnr"], "-s", color="k", markersize=5,
+                label=f"{name}: {p['description']}")
+        for b, q, lo, hi in zip(p["bpp"], p["psnr"], p.get("psnr_ci_low", []),
+                                p.get("psnr_ci_high", [])):
+            ax.plot([b, b], [lo, hi], color="k", linewidth=1)
+    for name in order:
+        p = matched[name]
+        ax.plot([p["bpp"]], [p["psnr"]], "*", color=colour[name], markersize=11,
+                label=f"{p['label']} (q3)")
+    ax.set_xlim(0, 1.0)
+    ax.set_ylim(22, 36)
+    ax.set_xlabel("bpp")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title("(b) our CPU zoo on Kodak: lalic-tiny q1..q4 (warm-started, 9-11k steps;\n"
+                 "not budget-matched) and the q3 trio (stars) beside classic anchors", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=6.5, loc="lower right")
+    for k, dataset in enumerate(("Kodak", "CLIC Pro Valid", "Tecnick")):
+        ax = fig.add_subplot(grid[0, 2] if k == 0 else grid[1, k])
+        curves = data.get("published", {}).get(dataset, {})
+        for label, colour_ in pub_colour.items():
+            if label not in curves:
+                continue
+            c = curves[label]
+            ax.plot(c["bpp"], c["psnr"], "-o" if label == "LALIC" else "--.",
+                    color=colour_, markersize=4,
+                    linewidth=2 if label == "LALIC" else 1.2, label=label)
+        ax.set_xlim(0, 1.25)
+        ax.set_ylim(24 if dataset == "Kodak" else 27, 41)
+        ax.set_xlabel("bpp")
+        ax.set_ylabel("PSNR (dB)")
+        ax.set_title(f"({'cde'[k]}) published points, {dataset}", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    caption = data.get("caption", "")
+    fig.suptitle("\n".join(textwrap.fill(part, 210) for part in caption.split("\n")),
+                 fontsize=8.5, ha="left", x=0.01)
+    return fig

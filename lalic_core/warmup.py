@@ -22,9 +22,24 @@ __all__ = ["ANNOUNCEMENT", "biwkv_kernels_cached", "ensure_biwkv_compiled", "mai
 ANNOUNCEMENT = ("compiling the BiWKV CPU kernels, once, about 40 s (numba; cached for every "
                 "later run)")
 
-#: (dtype name, pass) in the order they are compiled.
+#: (dtype name, pass) in the order they are compiled; plus the official chunked semantics
+#: (float32 forward, what a model evaluated under them runs) where this BiWKV has them.
 _STEPS = (("float32", "forward"), ("float32", "backward"), ("float64", "forward"),
           ("float64", "backward"))
+
+
+def _has_official_semantics() -> bool:
+    import inspect
+
+    from lalic_core.ops.biwkv import biwkv
+
+    return "semantics" in inspect.signature(biwkv).parameters
+
+
+def _steps() -> tuple:
+    official = (("float32", "forward (official semantics)"),) if _has_official_semantics() \
+        else ()
+    return _STEPS + official
 
 
 def biwkv_kernels_cached() -> bool | None:
@@ -33,9 +48,12 @@ def biwkv_kernels_cached() -> bool | None:
     try:
         from lalic_core.ops.biwkv import cpu
 
-        for dispatcher in (cpu._forward_kernel, cpu._backward_kernel):
-            index = dispatcher._cache._cache_file._load_index()
-            if len(index) < 2:
+        names = ["_forward_kernel", "_backward_kernel"]
+        if _has_official_semantics():
+            names.append("_official_forward_kernel")
+        for name in names:
+            index = getattr(cpu, name)._cache._cache_file._load_index()
+            if len(index) < (1 if "official" in name else 2):  # float32 (and float64)
                 return False
         return True
     except Exception:  # noqa: BLE001 -- numba internals: unknown means "maybe not cached"
@@ -51,7 +69,8 @@ def _run_step(dtype_name: str, which: str) -> None:
     g = torch.Generator().manual_seed(0)
     w, u = (torch.zeros(8, dtype=dtype, requires_grad=True) for _ in range(2))
     k, v = (torch.randn(1, 16, 8, generator=g, dtype=dtype).requires_grad_() for _ in range(2))
-    y = biwkv(w, u, k, v, backend="torch")
+    options = {"semantics": "official32"} if "official" in which else {}
+    y = biwkv(w, u, k, v, backend="auto", **options)  # CPU tensors: the numba kernels
     if which == "backward":
         y.sum().backward()
 
@@ -62,13 +81,14 @@ def warm(progress: Callable[[int, int, str], None] | None = None) -> tuple[bool,
     ``progress(done, total, what)`` is called before each of the four kernels and at the end.
     """
     cached = biwkv_kernels_cached()
+    steps = _steps()
     start = time.perf_counter()
-    for i, (dtype_name, which) in enumerate(_STEPS):
+    for i, (dtype_name, which) in enumerate(steps):
         if progress is not None:
-            progress(i, len(_STEPS), f"{which} pass, {dtype_name}")
+            progress(i, len(steps), f"{which} pass, {dtype_name}")
         _run_step(dtype_name, which)
     if progress is not None:
-        progress(len(_STEPS), len(_STEPS), "done")
+        progress(len(steps), len(steps), "done")
     return cached is not True, time.perf_counter() - start
 
 
@@ -96,7 +116,7 @@ def ensure_biwkv_compiled(show: bool | None = None, load: bool = False) -> float
         import ipywidgets as widgets
         from IPython.display import display
 
-        bar = widgets.IntProgress(value=0, min=0, max=len(_STEPS), description="compiling",
+        bar = widgets.IntProgress(value=0, min=0, max=len(_steps()), description="compiling",
                                   bar_style="info")
         label = widgets.Label(ANNOUNCEMENT)
         display(widgets.VBox([label, bar]))

@@ -1,9 +1,10 @@
-"""BiWKV: every fast backend against the exact float64 reference, which is itself checked
+"""BiWKV (formula semantics): every fast backend against the exact float64 reference, which is itself checked
 against the formula written as a plain loop. The Triton backend is tested in
 tests/test_biwkv_triton.py (interpreter mode, subprocess)."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -77,10 +78,10 @@ def test_reference_blocks_rows_without_changing_results(monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("B,T,C", [(1, 1, 3), (2, 2, 5), (3, 37, 17), (1, 100, 8), (2, 129, 24)])
-def test_torch_backend_matches_reference(B, T, C, dtype):
+def test_cpu_backend_matches_reference(B, T, C, dtype):
     w, u, k, v = make_inputs(B, T, C, dtype=dtype, seed=T)
     grad_y = torch.randn(B, T, C, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    fast = grads("torch", w, u, k, v, grad_y)
+    fast = grads("cpu", w, u, k, v, grad_y)
     exact = grads("reference", w.double(), u.double(), k.double(), v.double(), grad_y)
     tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-5}
     assert fast[0].dtype == dtype
@@ -89,7 +90,7 @@ def test_torch_backend_matches_reference(B, T, C, dtype):
         torch.testing.assert_close(a.double() / scale, b / scale, **tol, msg=name)
 
 
-@pytest.mark.parametrize("backend", ["reference", "torch"])
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
 def test_gradcheck_float64(backend):
     w, u, k, v = make_inputs(2, 6, 3, k_scale=1.0, decay=2.0, boost=2.0)
     inputs = [x.requires_grad_() for x in (w, u, k, v)]
@@ -103,18 +104,18 @@ def test_gradcheck_float64_multiple_chunks(monkeypatch):
     monkeypatch.setattr(cpu, "CHUNK", 8)
     w, u, k, v = make_inputs(1, 37, 2, k_scale=2.0)
     inputs = [x.requires_grad_() for x in (w, u, k, v)]
-    assert torch.autograd.gradcheck(lambda *a: biwkv(*a, backend="torch"), inputs)
+    assert torch.autograd.gradcheck(lambda *a: biwkv(*a, backend="cpu"), inputs)
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 8, 32])
-def test_torch_backend_any_chunk_length(monkeypatch, chunk):
+def test_cpu_backend_any_chunk_length(monkeypatch, chunk):
     """The chunking (units, boundary states, carries) is invisible in the results."""
     from lalic_core.ops.biwkv import cpu
 
     monkeypatch.setattr(cpu, "CHUNK", chunk)
     w, u, k, v = make_inputs(2, 45, 9, k_scale=8.0, decay=15.0)
     grad_y = torch.randn(2, 45, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
-    for name, a, b in zip(("y", "dw", "du", "dk", "dv"), grads("torch", w, u, k, v, grad_y),
+    for name, a, b in zip(("y", "dw", "du", "dk", "dv"), grads("cpu", w, u, k, v, grad_y),
                           grads("reference", w, u, k, v, grad_y)):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
 
@@ -143,7 +144,7 @@ def test_accuracy_domain_forward(T, spike):
     rows = sorted({0, T - 1, T // 3, T // 2} | set(torch.randint(0, T, (6,)).tolist()))
     exact = reference_rows(w, u, k, v, rows)
     for dtype in (torch.float32, torch.float64):
-        y = biwkv(w, u, k.to(dtype), v.to(dtype), backend="torch")
+        y = biwkv(w, u, k.to(dtype), v.to(dtype), backend="cpu")
         assert torch.isfinite(y).all()
         torch.testing.assert_close(y[:, rows].double(), exact, rtol=1e-4, atol=1e-5)
 
@@ -154,7 +155,7 @@ def test_accuracy_domain_gradients(spike):
     w, u, k, v = domain_inputs(T, 8, seed=3, spike=spike)
     grad_y = torch.randn(1, T, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     exact = grads("reference", w, u, k, v, grad_y)
-    fast = grads("torch", w.float(), u.float(), k.float(), v.float(), grad_y)
+    fast = grads("cpu", w.float(), u.float(), k.float(), v.float(), grad_y)
     for name, a, b in zip(("y", "dw", "du", "dk", "dv"), fast, exact):
         assert torch.isfinite(a).all(), name
         scale = b.abs().max().clamp_min(1.0)
@@ -168,7 +169,7 @@ def test_outside_domain_exact(decay):
     T = 200
     w, u, k, v = domain_inputs(T, 8, seed=5)
     w = torch.full_like(w, decay / T)
-    y = biwkv(w, u, k, v, backend="torch")
+    y = biwkv(w, u, k, v, backend="cpu")
     torch.testing.assert_close(y, biwkv_reference(w, u, k, v), rtol=1e-9, atol=1e-9)
 
 
@@ -177,7 +178,7 @@ def test_far_outside_domain_forward_finite(decay):
     """Weights spanning more than float64's range (up to e^5000): finite, approximate."""
     for T in (9, 200):
         w, u, k, v = domain_inputs(T, 8, seed=5)
-        y = biwkv(torch.full_like(w, decay / T), u, k, v, backend="torch")
+        y = biwkv(torch.full_like(w, decay / T), u, k, v, backend="cpu")
         assert torch.isfinite(y).all()
 
 
@@ -188,7 +189,7 @@ def test_outside_domain_gradients(decay):
     w, u, k, v = domain_inputs(T, 8, seed=6)
     w = torch.full_like(w, decay / T)
     grad_y = torch.randn(1, T, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    for name, a, b in zip(("y", "dw", "du", "dk", "dv"), grads("torch", w, u, k, v, grad_y),
+    for name, a, b in zip(("y", "dw", "du", "dk", "dv"), grads("cpu", w, u, k, v, grad_y),
                           grads("reference", w, u, k, v, grad_y)):
         scale = b.abs().max().clamp_min(1.0)
         torch.testing.assert_close(a / scale, b / scale, rtol=1e-8, atol=1e-8, msg=name)
@@ -268,7 +269,7 @@ def test_triton_backend_on_cpu_tensors_is_a_clear_error(monkeypatch):
         biwkv(w, u, k, v, backend="triton")
 
 
-@pytest.mark.parametrize("backend", ["reference", "torch"])
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
 @pytest.mark.parametrize("shape", [(0, 5, 3), (2, 0, 3), (2, 5, 0)])
 def test_empty_inputs(backend, shape):
     k = torch.randn(*shape, requires_grad=True)
@@ -279,7 +280,7 @@ def test_empty_inputs(backend, shape):
     assert k.grad.shape == shape
 
 
-def test_torch_backend_is_bit_identical_across_thread_counts_and_batches():
+def test_cpu_backend_is_bit_identical_across_thread_counts_and_batches():
     """An entropy decoder on other threads than its encoder must compute the same bits."""
     g = torch.Generator().manual_seed(5)
     k = torch.randn(3, 700, 40, generator=g)
@@ -289,10 +290,23 @@ def test_torch_backend_is_bit_identical_across_thread_counts_and_batches():
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = biwkv(w, u, k, v, backend="torch")
+        one = biwkv(w, u, k, v, backend="cpu")
         torch.set_num_threads(2)
-        two = biwkv(w, u, k, v, backend="torch")
+        two = biwkv(w, u, k, v, backend="cpu")
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, two)
-    assert torch.equal(biwkv(w, u, k[1:2], v[1:2], backend="torch"), one[1:2])
+    assert torch.equal(biwkv(w, u, k[1:2], v[1:2], backend="cpu"), one[1:2])
+
+
+def test_deprecated_torch_backend_is_the_cpu_backend_and_warns_once(monkeypatch):
+    from lalic_core.ops import biwkv as biwkv_module
+
+    monkeypatch.setattr(biwkv_module, "_warned_backends", set())
+    w, u, k, v = make_inputs(2, 30, 5)
+    with pytest.warns(DeprecationWarning, match="'cpu'"):
+        y = biwkv(w, u, k, v, backend="torch")
+    assert torch.equal(y, biwkv(w, u, k, v, backend="cpu"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(biwkv(w, u, k, v, backend="torch"), y)  # warned once only

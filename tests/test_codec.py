@@ -183,7 +183,7 @@ def test_rejects_damaged_files(elic, valid_file):
         "empty file": b"",
         "not a .lalic file": b"\x89PNG\r\n\x1a\n" + data[8:],
         "truncated": data[:6],
-        "unsupported .lalic format version 2": data[:4] + b"\x02" + data[5:],
+        "unsupported .lalic format version 3": data[:4] + b"\x03" + data[5:],
         "checksum mismatch": data[:-20] + bytes([data[-20] ^ 1]) + data[-19:],
         "checksum mismatch ": data[:-10],  # truncated mid-payload
         "header announces": _reseal(data[:-8]),  # payload shorter than the lengths say

@@ -120,3 +120,51 @@ def test_plots():
     fig = plot_correlation_groups(result, title="t")
     assert len([ax for ax in fig.axes if ax.get_title()]) == 3
     plt.close(fig)
+
+
+# ------------------------------------------------------------------ per image, intervals (issue 15)
+def test_anisotropy_sign_and_transpose():
+    from lalic_core.analysis.correlation import anisotropy
+
+    m = torch.eye(5, dtype=torch.float64)
+    m[1, 2] = m[3, 2] = 0.4  # vertical neighbours
+    m[2, 1] = m[2, 3] = 0.1
+    assert anisotropy(m) == pytest.approx(0.3)
+    assert anisotropy(m.t()) == pytest.approx(-0.3)
+
+
+def test_summarise_correlations_transpose_split():
+    """Content anisotropy flips with the transpose, model-fixed anisotropy does not."""
+    from lalic_core.analysis.correlation import summarise_correlations
+
+    def cmap(v, h):
+        m = torch.zeros(5, 5, dtype=torch.float64)
+        m[2, 2] = 1
+        m[1, 2] = m[3, 2] = v
+        m[2, 1] = m[2, 3] = h
+        return m
+
+    per_image = []
+    for content in (0.1, 0.2, 0.3):
+        fixed = 0.05
+        # A = content + fixed in the original, A_T = -content + fixed when transposed
+        per_image.append({"residual": cmap(content + fixed, 0.0), "y": cmap(0.0, 0.0),
+                          "transposed": {"residual": cmap(fixed - content, 0.0),
+                                         "y": cmap(0.0, 0.0)}})
+    s = summarise_correlations(per_image, "residual", resamples=200)
+    assert s["anisotropy_content"] == pytest.approx(0.2)
+    assert s["anisotropy_model_fixed"] == pytest.approx(0.05)
+    lo, hi = s["anisotropy_content_ci"]
+    assert lo <= 0.2 <= hi
+    assert s["mean_map"].shape == (5, 5) and s["per_image_map"].shape == (3, 5, 5)
+
+
+def test_image_correlations_on_tiny_model():
+    from lalic_core.analysis.correlation import image_correlations
+    from lalic_core.models.factory import build_model
+
+    model = build_model("tiny", seed=0).eval()
+    x = torch.rand(1, 3, 128, 192, generator=torch.Generator().manual_seed(0))
+    r = image_correlations(model, x, k=1)
+    assert r["y"].shape == (3, 3) and r["residual"].shape == (3, 3)
+    assert r["latent_size"] == [8, 12] and r["transposed"]["latent_size"] == [12, 8]

@@ -144,3 +144,94 @@ def test_birwkv_block_has_a_full_image_erf():
     torch.manual_seed(0)
     result = compute_erf(make_stack("birwkv", 16, 1), _inputs(n=2, c=16, size=16))
     assert (result.contributions > 0).all()
+
+
+# ------------------------------------------------------------------ studies over images (issue 15)
+def test_area_ratios_from_profile_match_area_ratios():
+    from lalic_core.analysis.erf import area_ratios_from_profile, chebyshev_profile
+
+    g = torch.Generator().manual_seed(3)
+    for shape in ((9, 13), (16, 24), (7, 7)):
+        m = torch.rand(shape, generator=g, dtype=torch.float64) ** 4
+        m[shape[0] // 2, shape[1] // 2] = 5.0
+        assert area_ratios_from_profile(chebyshev_profile(m), shape) == area_ratios(m)
+        # linear in the map: profile of a sum = sum of profiles
+        m2 = torch.rand(shape, generator=g, dtype=torch.float64)
+        assert torch.allclose(chebyshev_profile(m + m2),
+                              chebyshev_profile(m) + chebyshev_profile(m2))
+
+
+def test_area_ratios_at_thresholds_on_known_map():
+    from lalic_core.analysis.erf import area_ratios_from_profile, chebyshev_profile
+
+    m = torch.zeros(11, 11, dtype=torch.float64)
+    m[4:7, 4:7] = 0.5 / 8  # ring 1 holds a half
+    m[5, 5] = 0.25  # a quarter in the centre pixel
+    m[0, 0] = 0.25  # the corner holds the last quarter
+    r = area_ratios_from_profile(chebyshev_profile(m), (11, 11))
+    assert r[0.2] == (1, 1 / 121)
+    assert r[0.3] == (3, 9 / 121) and r[0.5] == (3, 9 / 121)
+    assert r[0.99] == (11, 1.0)
+
+
+def test_erf_study_ci_and_floor():
+    from lalic_core.analysis.erf import erf_study
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 5, padding=2), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
+    images = [torch.rand(1, 3, 24, 32, generator=torch.Generator().manual_seed(i))
+              for i in range(5)]
+    st = erf_study(model, images, resamples=200, seed=0)
+    assert st.image_size == (24, 32) and len(st.names) == 5
+    for t in (0.2, 0.3, 0.5, 0.99):
+        lo, hi = st.area_ratio_ci[t]
+        assert lo <= st.area_ratio[t] + 1e-12 and st.area_ratio[t] <= hi + 1e-12
+        assert len(st.per_image_ratio[t]) == 5
+    # a 7x7 total support: nothing beyond it, so the far field is exactly zero
+    assert st.floor == 0.0 and st.far_share == 0.0
+    assert st.area_ratio[0.99] <= 49 / (24 * 32) + 1e-12
+    again = erf_study(model, images, resamples=200, seed=0)
+    assert again.area_ratio_ci == st.area_ratio_ci  # fixed seed
+
+
+def test_biwkv_floor_prediction_matches_synthetic_biwkv():
+    """With zero keys, the predicted mixing weights are exactly the derivative of a synthetic
+    BiWKV's centre output by its values (the reference backend, autograd)."""
+    from lalic_core.analysis.erf import biwkv_centre_weights, predict_biwkv_floor
+    from lalic_core.ops.biwkv import biwkv_reference
+
+    g = torch.Generator().manual_seed(0)
+    hw, C = (12, 16), 3
+    T = hw[0] * hw[1]
+    decay = torch.randn(C, generator=g, dtype=torch.float64) * 3
+    boost = torch.randn(C, generator=g, dtype=torch.float64)
+    t = (hw[0] // 2) * hw[1] + hw[1] // 2
+    v = torch.zeros(1, T, C, dtype=torch.float64, requires_grad=True)
+    y = biwkv_reference(decay / T, boost / T, torch.zeros(1, T, C, dtype=torch.float64), v)
+    weights = []
+    for c in range(C):
+        (grad,) = torch.autograd.grad(y[0, t, c], v, retain_graph=True)
+        weights.append(grad[0, :, c])
+    assert torch.allclose(torch.stack(weights), biwkv_centre_weights(decay, boost, hw),
+                          atol=1e-12)
+    p = predict_biwkv_floor(decay, boost, hw)
+    # every token keeps a weight of order exp(-|decay|)/T: T * weight within e^{+-|decay|}
+    assert 0 < p["floor"] <= 1
+    assert p["t_times_min"] >= float(torch.exp(-decay.abs().max())) * 0.5
+    # a large decay gives a low floor, zero decay a flat one
+    flat = predict_biwkv_floor(torch.zeros(C), torch.zeros(C), hw)
+    assert flat["floor"] == pytest.approx(1.0) and flat["t_times_far_median"] == pytest.approx(1.0)
+    steep = predict_biwkv_floor(torch.full((C,), 20.0), torch.zeros(C), hw)
+    assert steep["floor"] < 0.01
+
+
+def test_measure_biwkv_floors_on_birwkv_stack():
+    from lalic_core.analysis.erf import measure_biwkv_floors
+
+    torch.manual_seed(0)
+    stack = make_stack("birwkv", 8, 2).eval()
+    rows = measure_biwkv_floors(stack, torch.randn(1, 8, 12, 12))
+    assert len(rows) == 2
+    for row in rows:
+        assert row["T"] == 144 and 0 < row["measured"]["floor"] <= 1
+        assert 0 < row["predicted"]["floor"] <= 1

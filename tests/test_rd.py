@@ -132,3 +132,39 @@ def test_merge_reports_sorts_points_and_keeps_models():
     assert curve.extra["model"] == ["m:1", "m:3"]
     with pytest.raises(ValueError, match="no reports"):
         merge_reports([], "m")
+
+
+# ------------------------------------------------------------------ per-image points (issue 15)
+def _report(bpps, psnrs):
+    return {"name": "x", "images": [{"image": f"kodim{i + 1:02d}.png", "bpp": b, "psnr": p}
+                                    for i, (b, p) in enumerate(zip(bpps, psnrs))]}
+
+
+def test_per_image_point_and_paired_differences():
+    from lalic_core.rd import paired_differences, per_image_point
+
+    a = per_image_point(_report([0.2, 0.3, 0.4, 0.5], [30, 29, 28, 27]), lmbda=0.0067,
+                        resamples=300)
+    assert a["n_images"] == 4 and a["bpp"] == pytest.approx(0.35)
+    assert a["bpp_ci"][0] <= 0.35 <= a["bpp_ci"][1]
+    assert 0.2 <= a["bpp_ci"][0] and a["bpp_ci"][1] <= 0.5
+    mse = [10 ** (-p / 10) for p in (30, 29, 28, 27)]
+    assert a["rd_cost"] == pytest.approx(sum(0.0067 * 255 ** 2 * m + b for m, b in
+                                             zip(mse, (0.2, 0.3, 0.4, 0.5))) / 4)
+    b = per_image_point(_report([0.1, 0.2, 0.3, 0.4], [30, 29, 28, 27]), lmbda=0.0067,
+                        resamples=300)
+    d = paired_differences(a, b, resamples=300)
+    assert d["bpp"] == pytest.approx(0.1) and d["bpp_ci"] == pytest.approx([0.1, 0.1])
+    assert d["psnr"] == pytest.approx(0.0)
+    with pytest.raises(ValueError):
+        per_image_point({"name": "x"})
+
+
+def test_load_published_falls_back_to_packaged(tmp_path):
+    from lalic_core.rd import load_published
+
+    packaged = load_published("Kodak", None)
+    assert {"LALIC", "VTM-9.1", "JPEG"} <= set(packaged)
+    assert all(c["bpp"] == sorted(c["bpp"]) for c in packaged.values())
+    assert "TCM-large" not in packaged  # only in ../shared/data/rd
+    assert set(load_published("Tecnick", tmp_path)) == {"LALIC", "VTM-9.1"}

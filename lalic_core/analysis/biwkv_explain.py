@@ -259,7 +259,7 @@ def _errors_interpreted_cached(shape, dtypes, seed, timeout: float, use_cache: b
     return rows
 
 
-def compare_backends(backends=("torch", "triton"), shape=(2, 64, 16),
+def compare_backends(backends=("cpu", "triton"), shape=(2, 64, 16),
                      dtypes=("float64", "float32"), seed: int = 0, timeout: float = 300.0,
                      use_cache: bool = True) -> list[dict]:
     """Max absolute and relative error of each backend against the float64 reference on

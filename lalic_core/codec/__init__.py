@@ -6,7 +6,14 @@ one per (channel group, checkerboard pass) of y plus one for z in LALIC, Feng et
 with what is needed to decode it and to refuse what cannot be decoded: the model's identity,
 a fingerprint of its weights, the original image size and the padding, and a checksum.
 
-The byte layout (format version 1) is documented in :mod:`.container`; the model identity
+BiWKV semantics. A LALIC model computes BiWKV as the paper's formula or as the official
+chunked CUDA kernels do ("official32" / "official64", :mod:`lalic_core.ops.biwkv`); the
+entropy parameters depend on it, so a bitstream decodes correctly only under the semantics
+it was encoded with. The encoder records its model's semantics in the header (format
+version 2) and the decoder always uses the file's (version-1 files: "formula"), whatever
+the model it is given was set to.
+
+The byte layout (format version 2) is documented in :mod:`.container`; the model identity
 and weights fingerprint in :mod:`.identity`; the bounds-checked rANS decoder in :mod:`.rans`.
 Images are read and written by :mod:`lalic_core.images`.
 
@@ -24,6 +31,7 @@ damaged file raises :class:`LalicFormatError`, never decodes to garbage or crash
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +39,7 @@ import torch
 from torch import nn
 
 from lalic_core.codec.container import (
+    BIWKV_SEMANTICS_CODES,
     CRC_BYTES,
     FORMAT_VERSION,
     MAGIC,
@@ -64,6 +73,7 @@ from lalic_core.images import (
 )
 
 __all__ = [
+    "BIWKV_SEMANTICS_CODES",
     "CRC_BYTES",
     "FORMAT_VERSION",
     "MAGIC",
@@ -75,6 +85,8 @@ __all__ = [
     "ModelIdentity",
     "ModelMismatchError",
     "as_codec_model",
+    "biwkv_semantics_of",
+    "check_biwkv_semantics",
     "check_image_path",
     "checked_rans_decoding",
     "crop_center",
@@ -83,6 +95,7 @@ __all__ = [
     "encode_file",
     "encode_image",
     "file_sha256",
+    "model_biwkv_semantics",
     "model_fingerprint",
     "model_for_file",
     "pad_center",
@@ -111,6 +124,43 @@ def _compact_shape(model: nn.Module, shape: Any) -> Any:
     return shape
 
 
+def model_biwkv_semantics(model: CodecModel | nn.Module) -> str:
+    """The BiWKV semantics a model computes ("formula" for models without the setting)."""
+    model = model.model if isinstance(model, CodecModel) else model
+    semantics = getattr(model, "biwkv_semantics", "formula")
+    return semantics if isinstance(semantics, str) else "formula"
+
+
+@contextmanager
+def biwkv_semantics_of(model: CodecModel | nn.Module, semantics: str):
+    """Run the block with ``model`` computing BiWKV as ``semantics`` (restored after);
+    :class:`ModelMismatchError` when the model cannot (no ``set_biwkv_semantics``)."""
+    bare = model.model if isinstance(model, CodecModel) else model
+    before = model_biwkv_semantics(bare)
+    setter = getattr(bare, "set_biwkv_semantics", None)
+    if before == semantics:
+        yield model
+        return
+    if not callable(setter):
+        raise ModelMismatchError(f"the file was encoded with BiWKV semantics {semantics!r}; "
+                                 f"{type(bare).__name__} has no BiWKV semantics setting")
+    setter(semantics)
+    try:
+        yield model
+    finally:
+        setter(before)
+
+
+def check_biwkv_semantics(header: LalicFile, biwkv_semantics: str | None) -> None:
+    """ValueError when an explicit ``biwkv_semantics`` contradicts the file's (None: fine)."""
+    if biwkv_semantics is not None and biwkv_semantics != header.biwkv_semantics:
+        raise ValueError(
+            f"this file was encoded with BiWKV semantics {header.biwkv_semantics!r} and "
+            f"decodes only under it, not under {biwkv_semantics!r} (leave the semantics "
+            "unset to use the file's)"
+        )
+
+
 def encode_image(image, model: CodecModel | nn.Module, *, pad_multiple: int | None = None) -> bytes:
     """Compress one image to the bytes of a ``.lalic`` file.
 
@@ -129,35 +179,41 @@ def encode_image(image, model: CodecModel | nn.Module, *, pad_multiple: int | No
                          f"{factor} and at most {MAX_PAD_MULTIPLE}, got {pad_multiple}")
     height, width = x.shape[-2:]
     with torch.no_grad():
-        out = codec_model.model.compress(pad_center(x, multiple).to(codec_model.device))
+        x = pad_center(x, multiple).to(codec_model.device, codec_model.dtype)
+        out = codec_model.model.compress(x)
     if not isinstance(out, dict) or "strings" not in out or "shape" not in out:
         raise TypeError("model.compress() must return a dict with 'strings' and 'shape'")
     record = LalicFile(
         identity=codec_model.identity, fingerprint=codec_model.fingerprint, width=int(width),
         height=int(height), pad_multiple=multiple, shape=_compact_shape(codec_model.model, out["shape"]),
-        strings=out["strings"],
+        strings=out["strings"], biwkv_semantics=model_biwkv_semantics(codec_model),
     )
     return record.to_bytes()
 
 
 def decode_image(data: bytes | LalicFile, model: CodecModel | nn.Module | str | None = None, *,
-                 device: str | torch.device = "cpu") -> torch.Tensor:
+                 device: str | torch.device = "cpu",
+                 biwkv_semantics: str | None = None) -> torch.Tensor:
     """Decode the bytes of a ``.lalic`` file to a (1, 3, H, W) float image in [0, 1].
 
     ``model``: None to build the model the file names (preset or zoo entry), a spec for
     :func:`resolve_model` (needed for checkpoints), or a model object. Its weights fingerprint
     must match the file's. The result is the model's reconstruction, clamped, cropped, not
-    rounded (see :func:`to_uint8` / :func:`save_image`).
+    rounded (see :func:`to_uint8` / :func:`save_image`). The model decodes under the BiWKV
+    semantics the file records (``biwkv_semantics``, when given, must be that one: a
+    ValueError otherwise).
     """
     header = data if isinstance(data, LalicFile) else LalicFile.from_bytes(data)
+    check_biwkv_semantics(header, biwkv_semantics)
     header.check_decodable()
     codec_model = model_for_file(header, model, device)
     header.check_decodable(codec_model)
     hp, wp = header.padded_size
     try:
-        with torch.no_grad(), checked_rans_decoding(codec_model.model):
+        with torch.no_grad(), checked_rans_decoding(codec_model.model), \
+                biwkv_semantics_of(codec_model, header.biwkv_semantics):
             x_hat = codec_model.model.decompress(header.strings, header.shape)["x_hat"]
-    except LalicFormatError:
+    except (LalicFormatError, ModelMismatchError):
         raise
     except Exception as exc:  # any failure on an untrusted bitstream is a damaged file
         raise LalicFormatError(
@@ -185,10 +241,12 @@ def encode_file(src: str | os.PathLike, dst: str | os.PathLike, model: CodecMode
 
 def decode_file(src: str | os.PathLike, dst: str | os.PathLike | None = None,
                 model: CodecModel | nn.Module | str | None = None, *,
-                device: str | torch.device = "cpu") -> torch.Tensor:
+                device: str | torch.device = "cpu",
+                biwkv_semantics: str | None = None) -> torch.Tensor:
     """Decode the ``.lalic`` file ``src`` (to the image file ``dst`` when given); returns the
     (1, 3, H, W) reconstruction in [0, 1]."""
-    x_hat = decode_image(read_file_bytes(src), model, device=device)
+    x_hat = decode_image(read_file_bytes(src), model, device=device,
+                         biwkv_semantics=biwkv_semantics)
     if dst is not None:
         save_image(dst, x_hat)
     return x_hat

@@ -6,14 +6,15 @@ one per (channel group, checkerboard pass) of y plus one for z in LALIC, Feng et
 with what is needed to decode it and to refuse what cannot be decoded: the model's identity,
 a fingerprint of its weights, the original image size and the padding, and a checksum.
 
-Byte layout (format version 1). ``varint`` is an unsigned LEB128 integer (7 bits per byte,
+Byte layout (format version 2; version 1, the same without the BiWKV semantics byte, is
+still read, as "formula"). ``varint`` is an unsigned LEB128 integer (7 bits per byte,
 low bits first, high bit set on all but the last byte), so small numbers take one byte:
 
 ==========================  ==============  ===============================================
 field                       size (bytes)    meaning
 ==========================  ==============  ===============================================
 magic                       4               ``b"LALC"``
-version                     1               format version (1)
+version                     1               format version (2)
 identity kind               1               0 preset, 1 zoo, 2 checkpoint, 3 custom
 identity                    variable        preset / custom: varint length + UTF-8 name;
                                             zoo: name as above + varint quality;
@@ -21,6 +22,10 @@ identity                    variable        preset / custom: varint length + UTF
 weights fingerprint         4               first 4 bytes of the SHA-256 of the model's
                                             state dict (names, dtypes, sizes, values,
                                             entropy-coder CDF tables included)
+BiWKV semantics             1               (version >= 2 only) what the model's BiWKV
+                                            computed: 0 "formula", 1 "official32", 2
+                                            "official64" (lalic_core.ops.biwkv); the file
+                                            decodes only under the same semantics
 width, height               varint, varint  original image size in pixels
 pad multiple                varint          m: the image was padded, centred, with zeros to
                                             ceil(H/m)*m x ceil(W/m)*m (top = pad_h // 2,
@@ -43,13 +48,13 @@ the length), 3 list and 4 tuple (n children follow), 5 ``torch.Size`` (n plain v
 follow), 6 dict (n entries follow, each a varint length + UTF-8 key, then the value node),
 7 UTF-8 string (n bytes follow).
 
-Overhead. Magic, version, identity, fingerprint, sizes and CRC take 29 bytes for the preset
+Overhead. Magic, version, identity, fingerprint, semantics, sizes and CRC take 30 bytes for the preset
 "paper" on a 768x512 image (a zoo name such as "lalic-tiny:3" adds 6). The latent shape
 takes 3 bytes when the model can rebuild CompressAI's full shape dict from the z size
 (``model.latent_shape``, as LALIC does; the file then stores just (h, w) of z), about 35
 bytes otherwise. The strings' lengths take 1 byte plus 2 (strings < 2 KiB) or 3 bytes each.
-Measured: 60 bytes in all for the "paper" preset (11 strings) on kodim23 (768x512), i.e.
-0.0012 bpp; 47 bytes for "tiny" (9 strings) at 384x256. ``lalic info`` shows it per file.
+Measured (version 1; version 2 adds one byte): 60 bytes in all for the "paper" preset (11
+strings) on kodim23 (768x512), i.e. 0.0012 bpp; 47 bytes for "tiny" (9 strings) at 384x256. ``lalic info`` shows it per file.
 
 Padding and decoding are described in :mod:`lalic_core.codec`; this module only reads and
 writes the bytes (every length and count bounds-checked, every failure a
@@ -77,11 +82,15 @@ from lalic_core.codec.identity import (
 from lalic_core.errors import LalicFormatError
 from lalic_core.images import MAX_SIDE, center_padding, padded_size
 
-__all__ = ["CRC_BYTES", "FORMAT_VERSION", "MAGIC", "MAX_PAD_MULTIPLE", "LalicFile",
-           "read_file_bytes", "read_header", "step_labels"]
+__all__ = ["BIWKV_SEMANTICS_CODES", "CRC_BYTES", "FORMAT_VERSION", "MAGIC", "MAX_PAD_MULTIPLE",
+           "READ_VERSIONS", "LalicFile", "read_file_bytes", "read_header", "step_labels"]
 
 MAGIC = b"LALC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this module reads (version 1 has no BiWKV semantics byte: "formula").
+READ_VERSIONS = (1, 2)
+#: BiWKV semantics in the order of their code in a version-2 header.
+BIWKV_SEMANTICS_CODES = ("formula", "official32", "official64")
 CRC_BYTES = 4
 MAX_PAD_MULTIPLE = 4096
 
@@ -263,6 +272,7 @@ class LalicFile:
     strings: Any
     version: int = FORMAT_VERSION
     header_bytes: int = field(default=0, compare=False)  # everything but the strings' bytes
+    biwkv_semantics: str = "formula"  # what the encoder's BiWKV computed (version >= 2)
 
     @property
     def padded_size(self) -> tuple[int, int]:
@@ -295,6 +305,15 @@ class LalicFile:
             raise ValueError(f"image size {self.width}x{self.height} is outside 1..{MAX_SIDE}")
         if not 1 <= self.pad_multiple <= MAX_PAD_MULTIPLE:
             raise ValueError(f"pad_multiple must be in 1..{MAX_PAD_MULTIPLE}, got {self.pad_multiple}")
+        if self.version not in READ_VERSIONS:
+            raise ValueError(f"cannot write .lalic format version {self.version} "
+                             f"(known: {READ_VERSIONS})")
+        if self.biwkv_semantics not in BIWKV_SEMANTICS_CODES:
+            raise ValueError(f"biwkv_semantics must be one of {BIWKV_SEMANTICS_CODES}, got "
+                             f"{self.biwkv_semantics!r}")
+        if self.version == 1 and self.biwkv_semantics != "formula":
+            raise ValueError("format version 1 cannot record biwkv_semantics "
+                             f"{self.biwkv_semantics!r} (only 'formula'); use version 2")
         out = bytearray(MAGIC)
         out.append(self.version)
         ident = self.identity
@@ -312,6 +331,8 @@ class LalicFile:
         if len(self.fingerprint) != FINGERPRINT_BYTES:
             raise ValueError(f"fingerprint must be {FINGERPRINT_BYTES} bytes")
         out += self.fingerprint
+        if self.version >= 2:
+            out.append(BIWKV_SEMANTICS_CODES.index(self.biwkv_semantics))
         for value in (self.width, self.height, self.pad_multiple):
             _put_varint(out, value)
         payload: list[bytes] = []
@@ -335,10 +356,10 @@ class LalicFile:
         if len(data) < len(MAGIC) + 1 + CRC_BYTES:
             raise LalicFormatError(f"truncated .lalic file ({len(data)} bytes)")
         version = data[len(MAGIC)]
-        if version != FORMAT_VERSION:
+        if version not in READ_VERSIONS:
             raise LalicFormatError(
-                f"unsupported .lalic format version {version} (this lalic reads version "
-                f"{FORMAT_VERSION}); was the file made by a newer lalic?"
+                f"unsupported .lalic format version {version} (this lalic reads versions "
+                f"{', '.join(map(str, READ_VERSIONS))}); was the file made by a newer lalic?"
             )
         body_end = len(data) - CRC_BYTES
         (stored_crc,) = struct.unpack("<I", data[body_end:])
@@ -360,6 +381,13 @@ class LalicFile:
                 raise LalicFormatError("corrupt .lalic header: empty model name")
             identity = ModelIdentity(kind, name, quality)
         fingerprint = reader.take(FINGERPRINT_BYTES, "fingerprint")
+        semantics = "formula"
+        if version >= 2:
+            code = reader.take(1, "BiWKV semantics")[0]
+            if code >= len(BIWKV_SEMANTICS_CODES):
+                raise LalicFormatError(f"corrupt .lalic header: unknown BiWKV semantics code "
+                                       f"{code}")
+            semantics = BIWKV_SEMANTICS_CODES[code]
         width = reader.varint("width", MAX_SIDE)
         height = reader.varint("height", MAX_SIDE)
         pad_multiple = reader.varint("pad multiple", MAX_PAD_MULTIPLE)
@@ -383,7 +411,7 @@ class LalicFile:
         return cls(
             identity=identity, fingerprint=fingerprint, width=width, height=height,
             pad_multiple=pad_multiple, shape=shape, strings=_fill_strings(strings_tree, strings),
-            version=version, header_bytes=header_end + CRC_BYTES,
+            version=version, header_bytes=header_end + CRC_BYTES, biwkv_semantics=semantics,
         )
 
     def check_decodable(self, model=None) -> None:

@@ -103,6 +103,12 @@ class CodecModel:
         return tensor.device if tensor is not None else torch.device("cpu")
 
     @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the model's parameters (float32 unless converted, e.g. double())."""
+        floats = (p.dtype for p in self.model.parameters() if p.is_floating_point())
+        return next(floats, torch.float32)
+
+    @property
     def downsampling_factor(self) -> int:
         """The smallest image-size multiple the model codes exactly (64 when not declared)."""
         factor = getattr(self.model, "downsampling_factor", 64)
@@ -168,9 +174,22 @@ def _prepare(model: nn.Module, device: str | torch.device) -> nn.Module:
     return model
 
 
-def _load_checkpoint(path: Path, device) -> CodecModel:
+def _load_checkpoint(path: Path, device, biwkv_semantics: str | None = None) -> CodecModel:
     identity = ModelIdentity("checkpoint", checkpoint_sha256=file_sha256(path)[:CHECKPOINT_HASH_BYTES])
-    return CodecModel(_prepare(load_checkpoint(path), device), identity)
+    model = load_checkpoint(path, biwkv_semantics=biwkv_semantics)
+    return CodecModel(_prepare(model, device), identity)
+
+
+def _with_semantics(codec_model: CodecModel, biwkv_semantics: str | None) -> CodecModel:
+    if biwkv_semantics is None:
+        return codec_model
+    setter = getattr(codec_model.model, "set_biwkv_semantics", None)
+    if callable(setter):
+        setter(biwkv_semantics)
+    elif biwkv_semantics != "formula":
+        raise ValueError(f"biwkv_semantics={biwkv_semantics!r} needs a LALIC model, got "
+                         f"{type(codec_model.model).__name__}")
+    return codec_model
 
 
 def _load_zoo(name: str, quality: int, device) -> CodecModel:
@@ -194,7 +213,7 @@ def _load_preset(name: str, device, warn_random: bool) -> CodecModel:
 
 
 def resolve_model(spec: str | os.PathLike, *, device: str | torch.device = "cpu",
-                  warn_random: bool = True) -> CodecModel:
+                  warn_random: bool = True, biwkv_semantics: str | None = None) -> CodecModel:
     """The model named by ``spec``, ready for coding (eval mode, ``update()`` done):
 
     - a checkpoint file path -> :func:`lalic_core.models.factory.load_checkpoint`, identified by
@@ -202,21 +221,25 @@ def resolve_model(spec: str | os.PathLike, *, device: str | torch.device = "cpu"
     - ``NAME:QUALITY`` -> the zoo entry (:func:`lalic_core.zoo.load`);
     - a preset name -> ``LALIC.from_preset(name)`` with random weights (seed 0, the same in
       every process, so files still decode), with a :class:`LalicWarning`.
+
+    ``biwkv_semantics`` ("formula", "official32", "official64"): what the model's BiWKV
+    computes; None keeps the default (zoo, presets: "formula"; checkpoints: what the file
+    records, else "formula"; official checkpoints were trained with "official64").
     """
     text = os.fspath(spec) if isinstance(spec, os.PathLike) else spec
     if not isinstance(text, str) or not text:
         raise ValueError(f"model must be a preset, NAME:QUALITY or a checkpoint path, got {spec!r}")
     path = Path(text)
     if path.is_file():
-        return _load_checkpoint(path, device)
+        return _load_checkpoint(path, device, biwkv_semantics)
     if path.is_dir():
         raise ValueError(f"model: {text!r} is a folder, not a checkpoint file")
     name, sep, quality = text.rpartition(":")
     if sep and name and quality.isdigit():
-        return _load_zoo(name, int(quality), device)
+        return _with_semantics(_load_zoo(name, int(quality), device), biwkv_semantics)
     presets = preset_names()
     if text in presets:
-        return _load_preset(text, device, warn_random)
+        return _with_semantics(_load_preset(text, device, warn_random), biwkv_semantics)
     if any(c in text for c in "/\\") or path.suffix in {".pt", ".pth", ".tar", ".ckpt"}:
         raise FileNotFoundError(f"checkpoint file not found: {text}")
     zoo_names = ", ".join(f"{n}:{q}" for n, q in _zoo_entries()) or "none installed"

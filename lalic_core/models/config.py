@@ -3,8 +3,12 @@
 Fields (defaults = the paper model of Feng et al., CVPR 2025; see :mod:`lalic_core.models.lalic`
 for what each one builds): ``N``, ``M``, ``dims`` (N1..N6), ``depths`` (L1..L4), ``groups``
 (channel groups of y), ``scctx`` (entropy model of the ablation: "rwkv", "conv",
-"convplus"), ``hidden_rate``, ``ctx_dim``, ``ctx_depth``, ``ctx_hidden_rate`` and ``block``
-(transform blocks: Bi-RWKV, or a comparison block of :mod:`lalic_core.baseline_layers`).
+"convplus"), ``hidden_rate``, ``ctx_dim``, ``ctx_depth``, ``ctx_hidden_rate``, ``block``
+(transform blocks: Bi-RWKV, or a comparison block of :mod:`lalic_core.baseline_layers`) and
+``biwkv_semantics`` (what every BiWKV computes: "formula", the paper's, or "official32" /
+"official64", the official chunked CUDA kernels; the pretrained official checkpoints were
+trained with "official64"; see :mod:`lalic_core.ops.biwkv`). ``biwkv_semantics`` changes no
+parameter: it is not in the state dict, and it is not inferred from one.
 """
 from __future__ import annotations
 
@@ -13,8 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lalic_core.entropy_models import SCCTX_KINDS
+from lalic_core.ops.biwkv import SEMANTICS as BIWKV_SEMANTICS
 
-__all__ = ["PRESETS", "TRANSFORM_BLOCKS", "LALICConfig"]
+__all__ = ["BIWKV_SEMANTICS", "PRESETS", "TRANSFORM_BLOCKS", "LALICConfig"]
 
 #: Blocks the transforms can be built from: LALIC's Bi-RWKV, and for controlled comparisons
 #: the TCM-, FAT-, global-attention and ELIC-style blocks of
@@ -37,6 +42,7 @@ class LALICConfig:
     ctx_depth: int = 2
     ctx_hidden_rate: int = 8
     block: str = "birwkv"
+    biwkv_semantics: str = "formula"
 
     def __post_init__(self):
         def positive_int(name, value, allow_zero=False):
@@ -87,6 +93,9 @@ class LALICConfig:
         if self.block not in TRANSFORM_BLOCKS:
             raise ValueError(f"LALIC: `block` must be one of {TRANSFORM_BLOCKS}, got "
                              f"{self.block!r}")
+        if self.biwkv_semantics not in BIWKV_SEMANTICS:
+            raise ValueError(f"LALIC: `biwkv_semantics` must be one of {BIWKV_SEMANTICS}, got "
+                             f"{self.biwkv_semantics!r}")
 
     def replace(self, **changes) -> LALICConfig:
         """A copy with some fields changed (validated again)."""

@@ -19,7 +19,8 @@ from lalic_core.models.state_dict import (
     infer_config,
     load_state_dict_strict,
     normalize_state_dict,
-    read_state_dict,
+    read_checkpoint_object,
+    stored_biwkv_semantics,
     unwrap_state_dict,
 )
 
@@ -71,6 +72,7 @@ def load_checkpoint(
     *,
     device: str | torch.device = "cpu",
     update: bool = True,
+    biwkv_semantics: str | None = None,
 ) -> nn.Module:
     """Load a LALIC checkpoint (official or ours) for coding.
 
@@ -81,6 +83,13 @@ def load_checkpoint(
         device: where the returned model lives.
         update: (re)build the entropy-coder tables from the weights,
             ``model.update(force=True)``, as CompressAI's evaluation script does.
+        biwkv_semantics: what BiWKV computes ("formula", "official32", "official64"; see
+            :mod:`lalic_core.ops.biwkv`). None: what the checkpoint records (our trainer's
+            checkpoints do), else "formula" (or a given model's own setting). The official
+            pretrained checkpoints (lalic-mse-q1..q6.pth) record nothing but were trained
+            with the older 64-chunk CUDA kernel: pass ``biwkv_semantics="official64"`` to
+            compute what they were trained with (../shared/reference/README.md); official
+            bitstreams decode correctly only under the semantics they were encoded with.
 
     Returns:
         The model in eval mode, Omni-Shifts collapsed, ready for ``compress``/``decompress``.
@@ -91,11 +100,11 @@ def load_checkpoint(
         CheckpointMismatchError (a ValueError): keys or shapes differ from the model's.
     """
     if isinstance(path, Mapping):
-        source = "checkpoint"
-        state_dict = unwrap_state_dict(path, source)
+        source, obj = "checkpoint", path
     else:
-        source = str(path)
-        state_dict = read_state_dict(path)
+        source, obj = str(path), read_checkpoint_object(path)
+    state_dict = unwrap_state_dict(obj, source)
+    semantics = biwkv_semantics if biwkv_semantics is not None else stored_biwkv_semantics(obj)
     if model is None:
         model = LALIC.from_config(infer_config(normalize_state_dict(state_dict)))
     elif isinstance(model, str):
@@ -103,6 +112,12 @@ def load_checkpoint(
     elif not isinstance(model, nn.Module):
         raise ValueError(f"load_checkpoint: `model` must be None, a preset name or an "
                          f"nn.Module, got {type(model).__name__}")
+    if semantics is not None:
+        if callable(getattr(model, "set_biwkv_semantics", None)):
+            model.set_biwkv_semantics(semantics)
+        elif semantics != "formula":
+            raise ValueError(f"load_checkpoint: biwkv_semantics={semantics!r} needs a LALIC "
+                             f"model, got {type(model).__name__}")
     load_state_dict_strict(model, state_dict, source)
     model = model.to(device).eval()
     if update and hasattr(model, "update"):

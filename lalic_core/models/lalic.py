@@ -32,7 +32,11 @@ Our extra keyword-only arguments (defaults = the paper model): ``scctx`` ("rwkv"
 "convplus": the ablation's entropy models), ``hidden_rate`` (4, Channel Mix expansion in the
 transforms), ``ctx_dim`` (None -> M: width of the channel context), ``ctx_depth`` (2 Bi-RWKV
 blocks per channel context), ``ctx_hidden_rate`` (8), ``block`` ("birwkv"; "tcm" or "cnn"
-build the transforms from the comparison blocks instead).
+build the transforms from the comparison blocks instead), ``biwkv_semantics`` ("formula";
+"official32" / "official64": what the official chunked CUDA kernels compute, used by every
+BiWKV of the transforms and of the SCCTX channel contexts; the official pretrained
+checkpoints were trained with "official64", ../shared/reference/README.md;
+:meth:`LALIC.set_biwkv_semantics` changes it on a built model).
 
 Presets (:data:`PRESETS`, :meth:`LALIC.from_preset`): "paper" (= "2466-rwkv"), the ablation
 rows "2222-conv", "2466-conv", "2466-convplus", CPU-sized "tiny" and "small", and
@@ -56,9 +60,11 @@ from lalic_core.models.state_dict import infer_config, load_state_dict_strict
 __all__ = ["LALIC", "PRESETS", "TRANSFORM_BLOCKS", "LALICConfig", "infer_config"]
 
 
-def _blocks(dim: int, depth: int, hidden_rate: int, kind: str = "birwkv") -> list[nn.Module]:
+def _blocks(dim: int, depth: int, hidden_rate: int, kind: str = "birwkv",
+            semantics: str = "formula") -> list[nn.Module]:
     if kind == "birwkv":
-        return [BiRWKVBlock(dim, hidden_rate=hidden_rate) for _ in range(depth)]
+        return [BiRWKVBlock(dim, hidden_rate=hidden_rate, biwkv_semantics=semantics)
+                for _ in range(depth)]
     from lalic_core.baseline_layers import make_stack  # comparison blocks only
 
     return list(make_stack(kind, dim, depth)) if depth else []
@@ -96,10 +102,12 @@ class LALIC(Elic2022Official):
         ctx_depth: int = 2,
         ctx_hidden_rate: int = 8,
         block: str = "birwkv",
+        biwkv_semantics: str = "formula",
     ):
         config = LALICConfig(N=N, M=M, dims=dims, depths=depths, groups=groups, scctx=scctx,
                              hidden_rate=hidden_rate, ctx_dim=ctx_dim, ctx_depth=ctx_depth,
-                             ctx_hidden_rate=ctx_hidden_rate, block=block)
+                             ctx_hidden_rate=ctx_hidden_rate, block=block,
+                             biwkv_semantics=biwkv_semantics)
         # ELIC's own layers are all replaced, so skip building them (Elic2022Official.__init__)
         # and initialise the CompressAI base directly.
         SimpleVAECompressionModel.__init__(self)
@@ -108,32 +116,34 @@ class LALIC(Elic2022Official):
         self.groups = list(config.groups)
         N1, N2, N3, N4, N5, N6 = config.dims
         L1, L2, L3, L4 = config.depths
-        r, kind = config.hidden_rate, config.block
+        r, kind, sem = config.hidden_rate, config.block, config.biwkv_semantics
 
         self.g_a = nn.Sequential(
-            conv(3, N1, kernel_size=5), *_blocks(N1, L1, r, kind),
-            conv(N1, N2, kernel_size=3), *_blocks(N2, L2, r, kind),
-            conv(N2, N3, kernel_size=3), *_blocks(N3, L3, r, kind),
+            conv(3, N1, kernel_size=5), *_blocks(N1, L1, r, kind, sem),
+            conv(N1, N2, kernel_size=3), *_blocks(N2, L2, r, kind, sem),
+            conv(N2, N3, kernel_size=3), *_blocks(N3, L3, r, kind, sem),
             conv(N3, N4, kernel_size=3),
         )
         self.g_s = nn.Sequential(
-            deconv(N4, N3, kernel_size=3), *_blocks(N3, L3, r, kind),
-            deconv(N3, N2, kernel_size=3), *_blocks(N2, L2, r, kind),
-            deconv(N2, N1, kernel_size=3), *_blocks(N1, L1, r, kind),
+            deconv(N4, N3, kernel_size=3), *_blocks(N3, L3, r, kind, sem),
+            deconv(N3, N2, kernel_size=3), *_blocks(N2, L2, r, kind, sem),
+            deconv(N2, N1, kernel_size=3), *_blocks(N1, L1, r, kind, sem),
             deconv(N1, 3, kernel_size=5),
         )
-        h_a = nn.Sequential(conv(N4, N5, kernel_size=5), *_blocks(N5, L4, r, kind),
+        h_a = nn.Sequential(conv(N4, N5, kernel_size=5), *_blocks(N5, L4, r, kind, sem),
                             conv(N5, N6, kernel_size=5))
-        h_s = nn.Sequential(deconv(N6, N5, kernel_size=5), *_blocks(N5, L4, r, kind),
+        h_s = nn.Sequential(deconv(N6, N5, kernel_size=5), *_blocks(N5, L4, r, kind, sem),
                             deconv(N5, N4, kernel_size=5))
         self.latent_codec = scctx_latent_codec(
             config.groups, h_a=h_a, h_s=h_s, z_channels=N6, hyper_channels=N4,
             min_ch=2 * config.N, kind=config.scctx, ctx_dim=config.ctx_dim,
             ctx_depth=config.ctx_depth, ctx_hidden_rate=config.ctx_hidden_rate,
+            biwkv_semantics=sem,
         )
         # The official model also holds h_a and h_s at the top level (same modules).
         self.h_a = h_a
         self.h_s = h_s
+        self.set_biwkv_semantics(sem)  # also any Bi-RWKV block of the comparison stacks
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -154,12 +164,34 @@ class LALIC(Elic2022Official):
         return cls.from_config(config)
 
     @classmethod
-    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> LALIC:
+    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor], *,
+                        biwkv_semantics: str = "formula") -> LALIC:
         """A model with the configuration inferred from ``state_dict`` and its weights
-        loaded (strict; see :func:`lalic_core.models.factory.load_checkpoint` for files)."""
-        model = cls.from_config(infer_config(state_dict))
+        loaded (strict; see :func:`lalic_core.models.factory.load_checkpoint` for files).
+        ``biwkv_semantics`` is not in a state dict: "official64" for the official
+        pretrained checkpoints."""
+        config = infer_config(state_dict).replace(biwkv_semantics=biwkv_semantics)
+        model = cls.from_config(config)
         load_state_dict_strict(model, state_dict)
         return model
+
+    # ------------------------------------------------------------------ BiWKV semantics
+    @property
+    def biwkv_semantics(self) -> str:
+        """What every BiWKV of the model computes: "formula", "official32" or "official64"."""
+        return self.config.biwkv_semantics
+
+    def set_biwkv_semantics(self, semantics: str) -> LALIC:
+        """Make every BiWKV (transforms and SCCTX channel contexts) compute ``semantics``
+        ("formula", "official32", "official64"); weights are unchanged. Returns self.
+
+        A bitstream decodes correctly only under the semantics it was encoded with (the
+        entropy parameters depend on it); official checkpoints: "official64"."""
+        self.config = self.config.replace(biwkv_semantics=semantics)  # validates
+        for module in self.modules():
+            if isinstance(module, BiRWKVBlock):
+                module.biwkv_semantics = semantics
+        return self
 
     # ------------------------------------------------------------------ inference helpers
     def reparameterize(self) -> LALIC:

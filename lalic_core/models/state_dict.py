@@ -28,7 +28,9 @@ __all__ = [
     "infer_config",
     "load_state_dict_strict",
     "normalize_state_dict",
+    "read_checkpoint_object",
     "read_state_dict",
+    "stored_biwkv_semantics",
     "unwrap_state_dict",
 ]
 
@@ -74,21 +76,38 @@ class CheckpointMismatchError(ValueError):
         super().__init__(msg)
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The raw state dict of a checkpoint file (unwrapped from "state_dict" /
-    "model_state_dict"), read with ``torch.load(weights_only=True)`` onto the CPU."""
+def read_checkpoint_object(path: str | os.PathLike):
+    """Whatever a checkpoint file holds (state dict or a dict around it), read with
+    ``torch.load(weights_only=True)`` onto the CPU."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     if not path.is_file():
         raise ValueError(f"checkpoint: {path} is not a file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear error
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"checkpoint: cannot read {path} as a PyTorch checkpoint "
                          f"(torch.load with weights_only=True failed: {first})") from None
-    return unwrap_state_dict(obj, source=str(path))
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The raw state dict of a checkpoint file (unwrapped from "state_dict" /
+    "model_state_dict"), read with ``torch.load(weights_only=True)`` onto the CPU."""
+    return unwrap_state_dict(read_checkpoint_object(path), source=str(path))
+
+
+def stored_biwkv_semantics(obj) -> str | None:
+    """The BiWKV semantics a checkpoint dict records (top-level "biwkv_semantics", or in its
+    training "config"), None when it records none (official checkpoints, bare state dicts)."""
+    if not isinstance(obj, Mapping):
+        return None
+    value = obj.get("biwkv_semantics")
+    config = obj.get("config")
+    if not isinstance(value, str) and isinstance(config, Mapping):
+        value = config.get("biwkv_semantics")
+    return value if isinstance(value, str) else None
 
 
 def unwrap_state_dict(obj, source: str = "checkpoint") -> dict[str, torch.Tensor]:

@@ -63,6 +63,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="no TensorBoard events even when tensorboard is installed")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar")
+    p.add_argument("--biwkv-semantics", choices=("formula", "official32", "official64"),
+                   default=d.biwkv_semantics,
+                   help="what BiWKV computes: the paper's formula (default) or the official "
+                        "chunked CUDA kernels' semantics (stored in the checkpoints)")
     p.add_argument("--ddp-find-unused-parameters", action="store_true",
                    help="for models with parameters unused in some forward passes")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,

@@ -8,12 +8,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lalic_core.paper import LAMBDAS, LAMBDAS_MS_SSIM
+
 __all__ = ["LAMBDAS", "LAMBDAS_MS_SSIM", "METRICS", "TrainConfig", "TrainResult"]
 
-#: The official LALIC lambdas (MSE models), quality 1..6.
-LAMBDAS: dict[int, float] = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130, 5: 0.0250, 6: 0.0483}
-#: CompressAI's lambdas for MS-SSIM models, quality 1..6.
-LAMBDAS_MS_SSIM: dict[int, float] = {1: 2.40, 2: 4.58, 3: 8.73, 4: 16.64, 5: 31.73, 6: 60.50}
 METRICS = ("mse", "ms-ssim")
 
 
@@ -56,6 +54,7 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True
     ddp_find_unused_parameters: bool = False
+    biwkv_semantics: str = "formula"
 
     def __post_init__(self):
         def need(cond, name, expected, value):
@@ -76,6 +75,10 @@ class TrainConfig:
             if isinstance(value, os.PathLike):
                 setattr(self, name, os.fspath(value))
         need(self.metric in METRICS, "metric", f"one of {METRICS}", self.metric)
+        from lalic_core.ops.biwkv import SEMANTICS
+
+        need(self.biwkv_semantics in SEMANTICS, "biwkv_semantics", f"one of {SEMANTICS}",
+             self.biwkv_semantics)
         if self.lmbda is None:
             table = LAMBDAS if self.metric == "mse" else LAMBDAS_MS_SSIM
             need(self.quality in table, "quality",

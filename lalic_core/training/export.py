@@ -71,6 +71,10 @@ def export(checkpoint: str | os.PathLike, name: str, quality: int, *,
         raise ValueError(f"export: `half` must be True, False or 'auto', got {half!r}")
     ckpt = load_training_checkpoint(checkpoint)
     cfg, meta = ckpt["config"], ckpt["meta"]
+    if cfg.get("biwkv_semantics", "formula") != "formula":
+        raise ValueError(f"export: {checkpoint} was trained with biwkv_semantics="
+                         f"{cfg['biwkv_semantics']!r}; zoo entries compute the BiWKV formula "
+                         "(use the checkpoint file itself with --model)")
     model = build_model(cfg["model"])
     load_state_dict_strict(model, ckpt["state_dict"], source=str(checkpoint))
     model.eval()

@@ -221,6 +221,10 @@ class Trainer:
         saved, now = ckpt["config"], self.config.as_dict()
         diffs = [f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}"
                  for k in RESUME_MUST_MATCH if saved.get(k) != now[k]]
+        saved_sem = saved.get("biwkv_semantics", "formula")  # older runs: the formula
+        if saved_sem != now["biwkv_semantics"]:
+            diffs.append(f"biwkv_semantics: checkpoint {saved_sem!r}, now "
+                         f"{now['biwkv_semantics']!r}")
         if diffs:
             raise ValueError(f"resume: {path} belongs to another run (" + "; ".join(diffs)
                              + "); use the same settings, or init= to start a new run from "
@@ -243,6 +247,7 @@ class Trainer:
             "step": step,
             "rng": rng,
             "config": self.config_dict,
+            "biwkv_semantics": self.config.biwkv_semantics,
             "best_val": self.best_val,
             "last_val": self.last_val,
             "elapsed_s": self.elapsed,
@@ -267,6 +272,11 @@ class Trainer:
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
         self.bare = model = build_model(cfg.model)
+        if callable(getattr(model, "set_biwkv_semantics", None)):
+            model.set_biwkv_semantics(cfg.biwkv_semantics)
+        elif cfg.biwkv_semantics != "formula":
+            raise ValueError(f"biwkv_semantics={cfg.biwkv_semantics!r} needs a LALIC model, "
+                             f"got {type(model).__name__} for {cfg.model!r}")
         factor = model_factor(model)
         if cfg.crop % factor:
             raise ValueError(f"crop must be a multiple of {factor} for model {cfg.model!r}, "

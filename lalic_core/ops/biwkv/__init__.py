@@ -1,7 +1,7 @@
 """BiWKV, the bidirectional linear attention of LALIC's Bi-RWKV blocks (paper Sec. 3.2).
 
-``biwkv(w, u, k, v, backend="auto")`` with w, u of shape (C,) and k, v of shape (B, T, C)
-returns (B, T, C)::
+``biwkv(w, u, k, v, backend="auto", semantics="formula")`` with w, u of shape (C,) and k, v
+of shape (B, T, C) returns (B, T, C)::
 
     y[t] = ( sum_{i != t} exp(-(|t-i| - 1) * w + k[i]) * v[i]  +  exp(u + k[t]) * v[t] )
          / ( sum_{i != t} exp(-(|t-i| - 1) * w + k[i])         +  exp(u + k[t]) )
@@ -9,13 +9,20 @@ returns (B, T, C)::
 independently for every batch item and channel (the model passes w = decay / T and
 u = boost / T, so w may be negative: weights that grow with distance).
 
+Semantics (``SEMANTICS``): ``"formula"`` is the formula above; ``"official32"`` and
+``"official64"`` are what the official chunked CUDA kernels compute in exact arithmetic (32
+chunks in the current kernel, 64 in the older one the pretrained checkpoints were trained
+with): chunk-start coefficients one decay step off and an epsilon relative to the largest
+tracked exponent (../shared/reference/README.md, "official CUDA kernel semantics";
+:func:`.naive.coefficient_matrix` gives the coefficients).
+
 Backends (all differentiable in w, u, k and v):
 
 - ``"reference"``: exact float64 O(T^2) softmax form (:mod:`.naive`), the test oracle.
-- ``"torch"``: fused O(T) numba kernel (:mod:`.cpu`); tensors on another device are
-  computed on the CPU and moved back.
+- ``"cpu"``: fused O(T) numba kernel (:mod:`.cpu`); tensors on another device are
+  computed on the CPU and moved back. ``"torch"`` is a deprecated alias of it.
 - ``"triton"``: Triton kernels (:mod:`.triton_kernel`) for CUDA tensors.
-- ``"auto"``: ``"triton"`` for CUDA tensors when Triton is installed, else ``"torch"``.
+- ``"auto"``: ``"triton"`` for CUDA tensors when Triton is installed, else ``"cpu"``.
 
 float16/bfloat16 inputs are computed in float32 and the result cast back.
 
@@ -32,17 +39,36 @@ torch autograd (the test oracle) and is not counted.
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 from torch import Tensor
 from torch.utils.flop_counter import register_flop_formula
 
 from lalic_core.ops.biwkv.cpu import biwkv_cpu_backward, biwkv_cpu_forward
-from lalic_core.ops.biwkv.naive import biwkv_reference
+from lalic_core.ops.biwkv.naive import (
+    SEMANTICS_CHUNKS,
+    biwkv_reference,
+    coefficient_matrix,
+    semantics_chunks,
+)
 
-__all__ = ["BACKENDS", "FLOPS_PER_ELEMENT", "biwkv", "biwkv_reference", "triton_available"]
+__all__ = [
+    "BACKENDS",
+    "FLOPS_PER_ELEMENT",
+    "SEMANTICS",
+    "biwkv",
+    "biwkv_reference",
+    "coefficient_matrix",
+    "triton_available",
+]
 
-BACKENDS = ("auto", "reference", "torch", "triton")
+BACKENDS = ("auto", "reference", "cpu", "triton")
+#: "formula" (the paper's), "official32" / "official64" (the official chunked kernels).
+SEMANTICS = tuple(SEMANTICS_CHUNKS)
+#: Deprecated backend names and what they mean now (warned about once per name).
+_DEPRECATED_BACKENDS = {"torch": "cpu"}
+_warned_backends: set[str] = set()
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 #: FLOPs counted per (b, t, c) element: forward and backward (see the module docstring).
 FLOPS_PER_ELEMENT = {"forward": 12, "backward": 24}
@@ -103,10 +129,19 @@ def _check_inputs(w, u, k, v) -> None:
 
 
 def _resolve_backend(backend: str, k: Tensor) -> str:
+    if backend in _DEPRECATED_BACKENDS:
+        new = _DEPRECATED_BACKENDS[backend]
+        if backend not in _warned_backends:
+            _warned_backends.add(backend)
+            warnings.warn(
+                f"biwkv: backend {backend!r} is deprecated (it is the numba CPU kernel); "
+                f"use {new!r}", DeprecationWarning, stacklevel=3,
+            )
+        backend = new
     if backend not in BACKENDS:
         raise ValueError(f"biwkv: `backend` must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        return "triton" if k.is_cuda and triton_available() else "torch"
+        return "triton" if k.is_cuda and triton_available() else "cpu"
     if backend == "triton":
         if not triton_available():
             raise ValueError("biwkv: backend 'triton' needs the `triton` package (Linux only)")
@@ -121,25 +156,27 @@ def _resolve_backend(backend: str, k: Tensor) -> str:
 # ----------------------------------------------------------------------------------------
 # the custom operator of the fast backends (one FLOP formula, one autograd rule)
 # ----------------------------------------------------------------------------------------
-def _forward_impl(w: Tensor, u: Tensor, k: Tensor, v: Tensor, backend: str):
+def _forward_impl(w: Tensor, u: Tensor, k: Tensor, v: Tensor, backend: str, chunks: int):
     if backend == "triton":
         from lalic_core.ops.biwkv.triton_kernel import biwkv_triton_forward
 
-        return biwkv_triton_forward(w, u, k, v)
-    return biwkv_cpu_forward(w, u, k, v)
+        return biwkv_triton_forward(w, u, k, v, chunks=chunks)
+    return biwkv_cpu_forward(w, u, k, v, chunks)
 
 
 @torch.library.custom_op("lalic::biwkv", mutates_args=())
 def _biwkv_op(
-    w: Tensor, u: Tensor, k: Tensor, v: Tensor, backend: str
+    w: Tensor, u: Tensor, k: Tensor, v: Tensor, backend: str, chunks: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Returns y and three float64 (B, *, C) tensors that the backend's backward needs
-    (CPU: per-chunk units and boundary denominators; Triton: max of k and the denominators)."""
-    return _forward_impl(w, u, k, v, backend)
+    (CPU formula: per-chunk units and boundary denominators; CPU official: denominators and
+    the epsilon's tracked maximum; Triton: log-denominators and y in float64). ``chunks``: 0
+    for the formula, 32 or 64 for the official semantics."""
+    return _forward_impl(w, u, k, v, backend, chunks)
 
 
 @_biwkv_op.register_fake
-def _biwkv_fake(w, u, k, v, backend):
+def _biwkv_fake(w, u, k, v, backend, chunks):
     ctx = torch.library.get_ctx()  # the middle sizes depend on the backend and on |w|
     aux = [k.new_empty((k.shape[0], ctx.new_dynamic_size(), k.shape[2]), dtype=torch.float64)
            for _ in range(3)]
@@ -149,41 +186,42 @@ def _biwkv_fake(w, u, k, v, backend):
 @torch.library.custom_op("lalic::biwkv_backward", mutates_args=())
 def _biwkv_backward_op(
     grad_y: Tensor, w: Tensor, u: Tensor, k: Tensor, v: Tensor, y: Tensor,
-    aux0: Tensor, aux1: Tensor, aux2: Tensor, backend: str,
+    aux0: Tensor, aux1: Tensor, aux2: Tensor, backend: str, chunks: int,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Gradients (w, u, k, v) of sum(grad_y * y); aux*: the forward's extra outputs."""
     if backend == "triton":
         from lalic_core.ops.biwkv.triton_kernel import biwkv_triton_backward
 
-        return biwkv_triton_backward(grad_y, w, u, k, v, y, aux0, aux1, aux2)
-    return biwkv_cpu_backward(grad_y, w, u, k, v, y, aux0, aux1, aux2)
+        return biwkv_triton_backward(grad_y, w, u, k, v, y, aux0, aux1, aux2, chunks=chunks)
+    return biwkv_cpu_backward(grad_y, w, u, k, v, y, aux0, aux1, aux2, chunks)
 
 
 @_biwkv_backward_op.register_fake
-def _biwkv_backward_fake(grad_y, w, u, k, v, y, aux0, aux1, aux2, backend):
+def _biwkv_backward_fake(grad_y, w, u, k, v, y, aux0, aux1, aux2, backend, chunks):
     return torch.empty_like(w), torch.empty_like(u), torch.empty_like(k), torch.empty_like(v)
 
 
 def _setup_context(ctx, inputs, output):
-    w, u, k, v, backend = inputs
+    w, u, k, v, backend, chunks = inputs
     y, *aux = output
     ctx.save_for_backward(w, u, k, v, y, *aux)
     ctx.backend = backend
+    ctx.chunks = chunks
     ctx.mark_non_differentiable(*aux)
 
 
 def _backward(ctx, grad_y, *unused_aux_grads):
     dw, du, dk, dv = torch.ops.lalic.biwkv_backward(
-        grad_y.contiguous(), *ctx.saved_tensors, ctx.backend
+        grad_y.contiguous(), *ctx.saved_tensors, ctx.backend, ctx.chunks
     )
-    return dw, du, dk, dv, None
+    return dw, du, dk, dv, None, None
 
 
 _biwkv_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 @register_flop_formula(torch.ops.lalic.biwkv)
-def _biwkv_flops(w_shape, u_shape, k_shape, v_shape, backend, *args, out_shape=None, **kwargs):
+def _biwkv_flops(w_shape, u_shape, k_shape, v_shape, *args, out_shape=None, **kwargs):
     B, T, C = k_shape
     return FLOPS_PER_ELEMENT["forward"] * B * T * C
 
@@ -198,7 +236,8 @@ def _biwkv_backward_flops(grad_y_shape, *args, out_shape=None, **kwargs):
 # public entry point
 # ----------------------------------------------------------------------------------------
 def biwkv(
-    w: Tensor, u: Tensor, k: Tensor, v: Tensor, backend: str = "auto"
+    w: Tensor, u: Tensor, k: Tensor, v: Tensor, backend: str = "auto",
+    semantics: str = "formula",
 ) -> Tensor:
     """Bidirectional WKV attention (see the module docstring for the formula).
 
@@ -206,17 +245,19 @@ def biwkv(
         w: (C,) per-token decay (``decay / T`` in the model); may be negative.
         u: (C,) boost of each token's own position (``boost / T`` in the model).
         k: (B, T, C) keys; v: (B, T, C) values, same dtype and device as ``k``.
-        backend: "auto", "reference", "torch" or "triton".
+        backend: "auto", "reference", "cpu" or "triton" ("torch": deprecated alias of "cpu").
+        semantics: "formula", "official32" or "official64" (see the module docstring).
 
     Returns:
         (B, T, C) tensor with the dtype and device of ``k``.
     """
     _check_inputs(w, u, k, v)
+    chunks = semantics_chunks(semantics)
     backend = _resolve_backend(backend, k)
     if backend == "reference":
-        return biwkv_reference(w, u, k, v)
+        return biwkv_reference(w, u, k, v, semantics)
     out_dtype = k.dtype
     if out_dtype in (torch.float16, torch.bfloat16):
         k, v = k.float(), v.float()
-    y = _biwkv_op(w, u, k.contiguous(), v.contiguous(), backend)[0]
+    y = _biwkv_op(w, u, k.contiguous(), v.contiguous(), backend, chunks)[0]
     return y.to(out_dtype)

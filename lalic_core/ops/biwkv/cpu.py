@@ -34,6 +34,16 @@ positive decay and for decay >= -600 (weights spanning < e^600), and finite for 
 (|w| is clamped at 200 per token); the backward is exact for any positive decay and for
 decay >= -300, and may overflow below (its carried sums are kept in the forward's units).
 
+Official semantics (``chunks`` = 32 or 64; :mod:`.naive` defines them): separate kernels,
+per (batch item, channel) in float64 with one unit per column (the max of k over T, so every
+exp(k - unit) <= 1) and plain recurrences: a chunk-local left sum, the sum over earlier chunks
+(joined at each chunk start one decay step further), the right sum, and the chunk-local sum
+carrying the (1 - e^w) terms; plus the kernel's tracked maximum for its epsilon, whose key
+and w multiplier are saved so that the backward (the adjoint of these recurrences) sends the
+epsilon's gradient to that key. Exact (~1e-14 relative against the reference) while the
+range of k plus |w| T stays well inside float64's exponent range (~700; the domain
+|k| <= 60, |w| T <= 20 uses < 140); |w| is not clamped on this path.
+
 Threads: numba's, limited to torch.get_num_threads(), on numba's "workqueue" layer (its
 default "omp" layer shares torch's OpenMP runtime: the two thread teams then spin against each
 other and every small torch op ran ~100x slower after the first BiWKV call on 2 cores).
@@ -88,7 +98,7 @@ MAX_ABS_W = 200.0
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 _JIT = {"nogil": True, "cache": True, "fastmath": _FASTMATH, "error_model": "numpy"}
 
-__all__ = ["biwkv_cpu_backward", "biwkv_cpu_forward", "chunk_length"]
+__all__ = ["biwkv_cpu_backward", "biwkv_cpu_forward", "chunk_length", "official_chunk_length"]
 
 
 @intrinsic
@@ -500,6 +510,272 @@ def _backward_kernel(k, v, y, g, r, eu, block, unit_s, left_den_s, right_den_s, 
                         dk, dv, du, dw, bq_s, br_s, bpq_s, bpr_s)
 
 
+# ----------------------------------------------------------------------------------------
+# official semantics (the official chunked CUDA kernels in exact arithmetic, naive.py)
+# ----------------------------------------------------------------------------------------
+#: The official kernels add this to their max-rescaled denominator (naive.EPS).
+OFFICIAL_EPS = 1e-6
+
+
+@njit(**_JIT)
+def _official_forward_block(k, v, w, u, L, b, c0, c1, y, den_s, argj_s, argm_s):
+    """Official-semantics forward for batch item b, channels c0:c1, chunks of L tokens.
+
+    With x = exp(k - mu) (times v for the numerator; mu = max of k over T, so x <= 1):
+    left sum = P + S, S[t] = sum_{s<=i<t} r^(t-1-i) x[i] over the chunk (r = e^-w) and
+    P[t] = sum_{i<s} r^(t-i) x[i] over the chunks before (P += r S at each chunk start), right sum
+    R[t] = sum_{i>t} r^(i-t) x[i], and the chunk-local Z[t] = sum_{s<i<=t} g^(t-i) x[i]
+    (g = e^w) that carries the (1 - e^w) terms. The kernel's tracked maximum M[t] is kept as
+    (value, key index j, multiplier m) with value = k[j] + w m (j = -1: the own u + k[t]),
+    so that the backward can send the epsilon's gradient to the right key."""
+    T = k.shape[1]
+    n = c1 - c0
+    n_chunks = (T + L - 1) // L
+    mu = np.full(n, -np.inf)
+    for t in range(T):
+        for c in range(n):
+            mu[c] = max(mu[c], k[b, t, c0 + c])
+    # ---- right to left: R (numerator, denominator) and the tracked maximum at chunk starts
+    r_num = np.empty((T, n))
+    r_den = np.empty((T, n))
+    start_val = np.empty((n_chunks, n))
+    start_j = np.empty((n_chunks, n), dtype=np.int64)
+    start_m = np.empty((n_chunks, n), dtype=np.int64)
+    an = np.zeros(n)
+    ad = np.zeros(n)
+    mv = np.full(n, -np.inf)
+    mj = np.zeros(n, dtype=np.int64)
+    mm = np.zeros(n, dtype=np.int64)
+    for t in range(T - 1, -1, -1):
+        for c in range(n):
+            cc = c0 + c
+            r = math.exp(-w[cc])
+            r_num[t, c] = an[c]
+            r_den[t, c] = ad[c]
+            kk = k[b, t, cc]
+            e = math.exp(kk - mu[c])
+            an[c] = r * (an[c] + e * v[b, t, cc])
+            ad[c] = r * (ad[c] + e)
+            if kk > mv[c] - w[cc]:  # max over i >= t of k[i] - w (i - t)
+                mv[c], mj[c], mm[c] = kk, t, 0
+            else:
+                mv[c], mm[c] = mv[c] - w[cc], mm[c] - 1
+        if t % L == 0:
+            start_val[t // L] = mv
+            start_j[t // L] = mj
+            start_m[t // L] = mm
+    # ---- left to right: P, S, Z, the tracked maxima, output
+    pn = np.zeros(n)
+    pd = np.zeros(n)
+    sn = np.zeros(n)
+    sd = np.zeros(n)
+    zn = np.zeros(n)
+    zd = np.zeros(n)
+    lv = np.full(n, -np.inf)  # left tracked maximum over the keys before the chunk ...
+    lj = np.zeros(n, dtype=np.int64)
+    lm = np.zeros(n, dtype=np.int64)
+    cv = np.full(n, -np.inf)  # ... and over the chunk's keys before t
+    cj = np.zeros(n, dtype=np.int64)
+    cm = np.zeros(n, dtype=np.int64)
+    ov = np.empty(n)  # right tracked maximum of the kernel's (c, d) state
+    oj = np.zeros(n, dtype=np.int64)
+    om = np.zeros(n, dtype=np.int64)
+    for t in range(T):
+        chunk_start = t % L == 0
+        for c in range(n):
+            cc = c0 + c
+            wc = w[cc]
+            r = math.exp(-wc)
+            g = math.exp(wc)
+            kk = k[b, t, cc]
+            vv = v[b, t, cc]
+            e = math.exp(kk - mu[c])
+            ev = e * vv
+            if chunk_start:
+                if t > 0:  # the chunk's keys join the keys before it, one step further
+                    pn[c] += r * sn[c]
+                    pd[c] += r * sd[c]
+                    sn[c] = 0.0
+                    sd[c] = 0.0
+                    if cv[c] - wc > lv[c]:
+                        lv[c], lj[c], lm[c] = cv[c] - wc, cj[c], cm[c] - 1
+                    cv[c] = -np.inf
+                zn[c] = 0.0
+                zd[c] = 0.0
+                j = t // L
+                ov[c], oj[c], om[c] = start_val[j, c], start_j[j, c], start_m[j, c]
+            else:
+                zn[c] = g * zn[c] + ev
+                zd[c] = g * zd[c] + e
+                if kk + wc > ov[c] + wc:
+                    ov[c], oj[c], om[c] = kk + wc, t, 1
+                else:
+                    ov[c], om[c] = ov[c] + wc, om[c] + 1
+            best, bj, bm = ov[c], oj[c], om[c]
+            if u[cc] + kk > best:
+                best, bj, bm = u[cc] + kk, -1, 0
+            if lv[c] > best:
+                best, bj, bm = lv[c], lj[c], lm[c]
+            if cv[c] > best:
+                best, bj, bm = cv[c], cj[c], cm[c]
+            eu = math.exp(u[cc])
+            num = pn[c] + sn[c] + r_num[t, c] + eu * ev + (1.0 - g) * zn[c]
+            den = (pd[c] + sd[c] + r_den[t, c] + eu * e + (1.0 - g) * zd[c]
+                   + OFFICIAL_EPS * math.exp(best - mu[c]))
+            y[b, t, cc] = num / den
+            den_s[b, t, cc] = den
+            argj_s[b, t, cc] = bj
+            argm_s[b, t, cc] = bm
+            pn[c] *= r
+            pd[c] *= r
+            sn[c] = r * sn[c] + ev
+            sd[c] = r * sd[c] + e
+            lv[c], lm[c] = lv[c] - wc, lm[c] - 1
+            if kk > cv[c] - wc:
+                cv[c], cj[c], cm[c] = kk, t, 0
+            else:
+                cv[c], cm[c] = cv[c] - wc, cm[c] - 1
+
+
+@njit(parallel=True, **_JIT)
+def _official_forward_kernel(k, v, w, u, L, block, y, den_s, argj_s, argm_s):
+    B, _, C = k.shape
+    n_blocks = (C + block - 1) // block
+    for item in prange(B * n_blocks):
+        b = item // n_blocks
+        c0 = (item % n_blocks) * block
+        _official_forward_block(k, v, w, u, L, b, c0, min(C, c0 + block), y, den_s, argj_s,
+                                argm_s)
+
+
+@njit(**_JIT)
+def _official_backward_block(k, v, y, gy, w, u, L, b, c0, c1, den_s, argj_s, argm_s,
+                             dk, dv, du, dw):
+    """Official-semantics backward for batch item b, channels c0:c1: the adjoint of the
+    forward's three recurrences, run twice (x = e v against q = dL/dy / D, and x = e against
+    p = -q y), from their stored states; then the epsilon term's gradient, which goes to the
+    key (and w multiplier) of the tracked maximum."""
+    T = k.shape[1]
+    n = c1 - c0
+    mu = np.full(n, -np.inf)
+    for t in range(T):
+        for c in range(n):
+            mu[c] = max(mu[c], k[b, t, c0 + c])
+    ex = np.empty((2, T, n))  # the two x's: e v and e
+    h = np.empty((2, T, n))  # their adjoints: q and p
+    for t in range(T):
+        for c in range(n):
+            cc = c0 + c
+            e = math.exp(k[b, t, cc] - mu[c])
+            ex[0, t, c] = e * v[b, t, cc]
+            ex[1, t, c] = e
+            q = gy[b, t, cc] / den_s[b, t, cc]
+            h[0, t, c] = q
+            h[1, t, c] = -q * y[b, t, cc]
+    p_pre = np.empty((2, T, n))  # P and S used at t (see the forward)
+    s_pre = np.empty((2, T, n))
+    z = np.empty((2, T, n))
+    r_pre = np.empty((2, T, n))
+    xh = np.zeros((2, T, n))  # adjoints of the two x's
+    dw_acc = np.zeros(n)
+    du_acc = np.zeros(n)
+    state = np.zeros((3, n))
+    for a in range(2):  # forward states again
+        state[:] = 0.0
+        for t in range(T):
+            for c in range(n):
+                r = math.exp(-w[c0 + c])
+                if t % L == 0 and t > 0:
+                    state[2, c] += r * state[0, c]
+                    state[0, c] = 0.0
+                s_pre[a, t, c] = state[0, c]
+                p_pre[a, t, c] = state[2, c]
+                state[0, c] = r * state[0, c] + ex[a, t, c]
+                state[2, c] *= r
+                g = math.exp(w[c0 + c])
+                state[1, c] = 0.0 if t % L == 0 else g * state[1, c] + ex[a, t, c]
+                z[a, t, c] = state[1, c]
+        state[:] = 0.0
+        for t in range(T - 1, -1, -1):
+            for c in range(n):
+                r_pre[a, t, c] = state[0, c]
+                state[0, c] = math.exp(-w[c0 + c]) * (state[0, c] + ex[a, t, c])
+    for a in range(2):  # adjoints: left and chunk-local parts right to left
+        state[:] = 0.0
+        for t in range(T - 1, -1, -1):
+            for c in range(n):
+                cc = c0 + c
+                r = math.exp(-w[cc])
+                g = math.exp(w[cc])
+                eu = math.exp(u[cc])
+                ht = h[a, t, c]
+                # left: chunk start: P += r S, S = 0; out += P + S; P = r P, S = r S + x
+                xh[a, t, c] += state[0, c]
+                dw_acc[c] -= r * (state[0, c] * s_pre[a, t, c] + state[2, c] * p_pre[a, t, c])
+                state[0, c] = r * state[0, c] + ht
+                state[2, c] = r * state[2, c] + ht
+                if t % L == 0 and t > 0:  # S before the reset: r S[t-1] + x[t-1]
+                    s_end = r * s_pre[a, t - 1, c] + ex[a, t - 1, c]
+                    dw_acc[c] -= state[2, c] * r * s_end
+                    state[0, c] = r * state[2, c]
+                # own and chunk-local: out += e^u x + (1 - g) Z; Z = g Z + x (0 at chunk start)
+                xh[a, t, c] += eu * ht
+                du_acc[c] += eu * ht * ex[a, t, c]
+                dw_acc[c] -= g * ht * z[a, t, c]
+                state[1, c] += (1.0 - g) * ht
+                if t % L == 0:
+                    state[1, c] = 0.0
+                else:
+                    dw_acc[c] += g * state[1, c] * z[a, t - 1, c]
+                    xh[a, t, c] += state[1, c]
+                    state[1, c] *= g
+        state[:] = 0.0
+        for t in range(T):  # right: out += R; R = r (R + x)
+            for c in range(n):
+                r = math.exp(-w[c0 + c])
+                dw_acc[c] -= r * state[0, c] * (r_pre[a, t, c] + ex[a, t, c])
+                state[0, c] *= r
+                xh[a, t, c] += state[0, c]
+                state[0, c] += h[a, t, c]
+    for t in range(T):
+        for c in range(n):
+            cc = c0 + c
+            e = ex[1, t, c]
+            dv[b, t, cc] = e * xh[0, t, c]
+            dk[b, t, cc] = e * (v[b, t, cc] * xh[0, t, c] + xh[1, t, c])
+    for t in range(T):  # epsilon * exp(M[t]): M[t] = k[j] + w m, or u + k[t]
+        for c in range(n):
+            cc = c0 + c
+            j = np.int64(argj_s[b, t, cc])
+            m = argm_s[b, t, cc]
+            if j < 0:
+                exponent = u[cc] + k[b, t, cc]
+                j = t
+            else:
+                exponent = k[b, j, cc] + w[cc] * m
+            grad = h[1, t, c] * OFFICIAL_EPS * math.exp(exponent - mu[c])
+            dk[b, j, cc] += grad
+            if argj_s[b, t, cc] < 0:
+                du_acc[c] += grad
+            else:
+                dw_acc[c] += grad * m
+    for c in range(n):
+        du[b, c0 + c] = du_acc[c]
+        dw[b, c0 + c] = dw_acc[c]
+
+
+@njit(parallel=True, **_JIT)
+def _official_backward_kernel(k, v, y, gy, w, u, L, block, den_s, argj_s, argm_s,
+                              dk, dv, du, dw):
+    B, _, C = k.shape
+    n_blocks = (C + block - 1) // block
+    for item in prange(B * n_blocks):
+        b = item // n_blocks
+        c0 = (item % n_blocks) * block
+        _official_backward_block(k, v, y, gy, w, u, L, b, c0, min(C, c0 + block), den_s,
+                                 argj_s, argm_s, dk, dv, du, dw)
+
+
 def chunk_length(w: torch.Tensor, channels: int) -> int:
     """Chunk length: a power of two <= CHUNK whose buffers for ``channels`` channels fit in
     L2, halved further while |w| * L could push r^L out of float64's range."""
@@ -539,11 +815,59 @@ def _use_torch_thread_count() -> None:
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
-def biwkv_cpu_forward(w, u, k, v):
+def official_chunk_length(T: int, chunks: int) -> int:
+    """Tokens per chunk of the official kernels: ceil(T / chunks)."""
+    return max(1, -(-T // chunks))
+
+
+def _official_forward(w, u, k, v, chunks):
+    B, T, C = k.shape
+    dtype = _compute_dtype(k.dtype)
+    k_np, v_np = _as_numpy(k, dtype), _as_numpy(v, dtype)
+    w_np, u_np = _as_numpy(w, torch.float64), _as_numpy(u, torch.float64)
+    y = np.empty_like(k_np)
+    den, argj, argm = (np.empty((B, T, C)) for _ in range(3))
+    if B * T * C:
+        _official_forward_kernel(k_np, v_np, w_np, u_np, official_chunk_length(T, chunks),
+                                 _channel_block(B, C), y, den, argj, argm)
+    out = [torch.from_numpy(x) for x in (y, den, argj, argm)]
+    out[0] = out[0].to(k.dtype)
+    return tuple(x.to(k.device) for x in out)
+
+
+def _official_backward(grad_y, w, u, k, v, y, den, argj, argm, chunks):
+    B, T, C = k.shape
+    dtype = _compute_dtype(k.dtype)
+    k_np, v_np, y_np, g_np = (_as_numpy(x, dtype) for x in (k, v, y, grad_y))
+    w_np, u_np = _as_numpy(w, torch.float64), _as_numpy(u, torch.float64)
+    dk = np.empty_like(k_np)
+    dv = np.empty_like(k_np)
+    du = np.zeros((B, C))
+    dw = np.zeros((B, C))
+    if B * T * C:
+        _official_backward_kernel(k_np, v_np, y_np, g_np, w_np, u_np,
+                                  official_chunk_length(T, chunks), _channel_block(B, C),
+                                  *(_as_numpy(x, torch.float64) for x in (den, argj, argm)),
+                                  dk, dv, du, dw)
+    grads = (
+        torch.from_numpy(dw).sum(0).to(w.dtype),
+        torch.from_numpy(du).sum(0).to(u.dtype),
+        torch.from_numpy(dk).to(k.dtype),
+        torch.from_numpy(dv).to(v.dtype),
+    )
+    return tuple(x.to(k.device) for x in grads)
+
+
+def biwkv_cpu_forward(w, u, k, v, chunks: int = 0):
     """Forward on CPU (tensors on other devices are copied to the CPU and back).
-    Returns (y, unit, left_den, right_den); the last three, of shape (B, n_chunks, C)
-    float64, are what the backward needs besides y."""
+
+    ``chunks``: 0 for the formula, 32 or 64 for the official kernels' semantics.
+    Returns (y, aux0, aux1, aux2), float64 tensors that the backward needs besides y:
+    formula: unit, left_den, right_den of shape (B, n_chunks, C); official: the denominator
+    and the key index and w multiplier of the epsilon's tracked maximum, (B, T, C)."""
     _use_torch_thread_count()
+    if chunks:
+        return _official_forward(w, u, k, v, chunks)
     B, T, C = k.shape
     dtype = _compute_dtype(k.dtype)
     k_np, v_np = _as_numpy(k, dtype), _as_numpy(v, dtype)
@@ -562,9 +886,12 @@ def biwkv_cpu_forward(w, u, k, v):
     return tuple(x.to(k.device) for x in out)
 
 
-def biwkv_cpu_backward(grad_y, w, u, k, v, y, unit, left_den, right_den):
-    """Gradients (dw, du, dk, dv) of sum(grad_y * y), from the forward's saved tensors."""
+def biwkv_cpu_backward(grad_y, w, u, k, v, y, unit, left_den, right_den, chunks: int = 0):
+    """Gradients (dw, du, dk, dv) of sum(grad_y * y), from the forward's saved tensors
+    (aux0..2 of :func:`biwkv_cpu_forward` with the same ``chunks``)."""
     _use_torch_thread_count()
+    if chunks:
+        return _official_backward(grad_y, w, u, k, v, y, unit, left_den, right_den, chunks)
     B, T, C = k.shape
     dtype = _compute_dtype(k.dtype)
     k_np, v_np, y_np, g_np = (_as_numpy(x, dtype) for x in (k, v, y, grad_y))
