@@ -5,15 +5,22 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: figures test test-slow test-browser lab lint venv clean-venv
+.PHONY: figures test test-slow test-browser lab lint venv warmup notebooks clean-venv
 
+# Installing also compiles numba's BiWKV CPU kernels once (announced; about 40 s on 2 idle
+# cores, cached on disk), so that the first notebook cell does not wait for them.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip >/dev/null
 	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m lalic_core.warmup
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+## make warmup: compile (or load) the numba BiWKV CPU kernels; instant when already cached
+warmup: $(STAMP)
+	$(PY) -m lalic_core.warmup
 
 ## make figures: regenerate every figure in figures/ (headless)
 figures: $(STAMP)
@@ -40,9 +47,14 @@ test-browser: $(STAMP)
 	bash scripts/ci_browser_setup.sh
 	$(PY) -m pytest -q -m browser tests/test_browser.py
 
-## make lab: JupyterLab on notebooks/ with the widgets front-end
-lab: $(STAMP)
+## make lab: JupyterLab on notebooks/ with the widgets front-end (kernels compiled first)
+lab: warmup
 	$(VENV)/bin/jupyter lab notebooks/
+
+## make notebooks: re-run the notebooks in FAST mode and commit-ready (outputs kept, volatile
+## metadata stripped): what notebooks/*.ipynb hold
+notebooks: warmup
+	$(PY) -m lalic_core.notebooks notebooks/*.ipynb
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lalic_core tests benchmarks scripts

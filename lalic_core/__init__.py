@@ -11,8 +11,16 @@ Public names are imported lazily so that light modules (``lalic_core.data``,
 from __future__ import annotations
 
 import importlib
+import warnings
 
 __version__ = "0.1.0"
+
+# CompressAI (imported by the models, the entropy models and the codec) imports
+# torch_geometric, whose import calls `torch.jit.script`, which torch >= 2.10 reports as a
+# FutureWarning; notebooks showed it in every set-up cell. It is about third-party code the
+# student cannot change, so exactly that message is hidden (category and text matched).
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
+                        category=FutureWarning)
 
 _EXPORTS = {
     "biwkv": "lalic_core.ops.biwkv",

@@ -24,23 +24,56 @@ and is re-exported here, so that ``explore.<name>`` keeps working.
 """
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from lalic_core import zoo
-from lalic_core.analysis.correlation import (
-    common_groups,
-    plot_correlation_comparison,
-    plot_correlation_models,
-)
-from lalic_core.analysis.scctx import plot_decode_grid, scctx_decode
 from lalic_core.baseline_layers import BLOCK_KINDS, make_stack
-from lalic_core.complexity import PAPER_SIZE, complexity_rows, format_complexity
-from lalic_core.models.factory import build_model
-from lalic_core.rd import PUBLISHED_KODAK, plot_rd_kodak, zoo_bd_rows
+
+if TYPE_CHECKING:  # imported on first use, see _LAZY
+    from lalic_core.analysis.correlation import (
+        common_groups,
+        plot_correlation_comparison,
+        plot_correlation_models,
+    )
+    from lalic_core.analysis.scctx import plot_decode_grid, scctx_decode
+    from lalic_core.complexity import PAPER_SIZE, complexity_rows, format_complexity
+    from lalic_core.rd import PUBLISHED_KODAK, plot_rd_kodak, zoo_bd_rows
+
+#: Names re-exported from other modules, imported on first use: the set-up cells of the
+#: notebooks that need only the ERF tools do not pay for CompressAI's import (seconds).
+_LAZY = {
+    "common_groups": "lalic_core.analysis.correlation",
+    "plot_correlation_comparison": "lalic_core.analysis.correlation",
+    "plot_correlation_models": "lalic_core.analysis.correlation",
+    "plot_decode_grid": "lalic_core.analysis.scctx",
+    "scctx_decode": "lalic_core.analysis.scctx",
+    "PAPER_SIZE": "lalic_core.complexity",
+    "complexity_rows": "lalic_core.complexity",
+    "format_complexity": "lalic_core.complexity",
+    "PUBLISHED_KODAK": "lalic_core.rd",
+    "plot_rd_kodak": "lalic_core.rd",
+    "zoo_bd_rows": "lalic_core.rd",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lalic_core.explore' has no attribute {name!r}")
+
+
+def build_model(*args, **kwargs):
+    """:func:`lalic_core.models.factory.build_model` (imported on first use)."""
+    from lalic_core.models.factory import build_model as build
+
+    return build(*args, **kwargs)
 
 __all__ = [
     "BLOCK_LABELS",
@@ -142,6 +175,8 @@ def zoo_or_random(name: str, quality: int = 3, *, preset: str | None = None, see
     """The zoo model ``name:quality`` (eval mode, coder tables built) when the zoo has it and
     it loads; else a randomly initialised model of ``preset`` (default: the zoo entry's own
     preset, :data:`ZOO_PRESETS`), seeded, in eval mode with its coder tables built."""
+    from lalic_core import zoo
+
     preset = preset or ZOO_PRESETS.get(name)
     if (name, quality) in zoo.available(weights_dir):
         try:
@@ -267,6 +302,13 @@ def _erf_colorbar(fig, mappable, axes, scale: str, decades: int | None = None, *
     return bar
 
 
+#: Seconds per (image x block x pixel) of an ERF measurement of random blocks at 32 channels
+#: on a busy 2-core machine, per block kind (global attention: per image x block x pixel²);
+#: g_a stages count as Bi-RWKV blocks. Used by :meth:`ERFLab.estimate_s`.
+ERF_SECONDS_PER_UNIT = {"birwkv": 1.5e-5, "tcm": 1.0e-5, "cnn": 0.3e-5, "fat": 4.0e-5,
+                        "global": 2.0e-8}
+
+
 class ERFLab:
     """Builds, caches and measures the modules whose ERFs the notebook shows.
 
@@ -340,17 +382,51 @@ class ERFLab:
                 return image_crops(self.n_images, size, self.seed)
         return module, inputs, source, note
 
-    def erf(self, kind: str, depth: int, size: int = 64, weights: str = "random blocks") -> ERFView:
-        """The ERF of one setting (cached)."""
+    def erf(self, kind: str, depth: int, size: int = 64, weights: str = "random blocks",
+            progress=None) -> ERFView:
+        """The ERF of one setting (cached). ``progress(fraction, text)``, when given, is told
+        how far the measurement is (the views show it)."""
         from lalic_core.analysis.erf import compute_erf
 
         _check_int("size", size, 8, 256)
         key = (kind, depth, size, weights)
         if key not in self._views:
+            if progress is not None:
+                progress(0.1, f"building {BLOCK_LABELS.get(kind, kind)}, depth {depth}")
             module, inputs, source, note = self.setup(kind, depth, weights)
+            if progress is not None:
+                progress(0.3, f"measuring the ERF on {self.n_images} x {size} x {size} inputs")
             result = compute_erf(module, inputs(size))
             self._views[key] = ERFView(kind, depth, size, weights, source, note, result)
         return self._views[key]
+
+    def cached(self, kind: str, depth: int, size: int = 64,
+               weights: str = "random blocks") -> bool:
+        """True when :meth:`erf` of this setting is already measured."""
+        return (kind, depth, size, weights) in self._views
+
+    def estimate_s(self, kind: str, depth: int, size: int = 64,
+                   weights: str = "random blocks") -> float:
+        """A rough CPU time (seconds, 2 cores) of :meth:`erf` for one setting; 0 when cached.
+
+        Cost model: per input image, per block (or g_a stage), per pixel; global attention
+        grows with the square of the pixel count. Calibrated on the notebook's settings
+        (:data:`ERF_SECONDS_PER_UNIT`); used to ask before running settings of > ~10 s.
+        """
+        if self.cached(kind, depth, size, weights):
+            return 0.0
+        pixels = size * size
+        units = self.n_images * depth * pixels * (self.dim / 32)
+        if weights != "random blocks" and kind in KIND_ZOO:
+            return ERF_SECONDS_PER_UNIT["birwkv"] * self.n_images * depth * pixels
+        if kind == "global":
+            units *= pixels
+        return ERF_SECONDS_PER_UNIT.get(kind, ERF_SECONDS_PER_UNIT["fat"]) * units
+
+    def forget(self, kind: str, depth: int, size: int = 64,
+               weights: str = "random blocks") -> None:
+        """Drop the cached measurement of one setting (benchmarks time a first visit)."""
+        self._views.pop((kind, depth, size, weights), None)
 
     def comparison(self, kinds: Sequence[str] = BLOCK_KINDS, depth: int = 2, size: int = 64,
                    weights: str = "random blocks") -> dict[str, ERFView | None]:

@@ -458,3 +458,161 @@ class SliderRound:
             self.output_area().screenshot(path=str(after_png))
         return RoundResult(kernel_prefix, figure_before, figure_after, readout_before, readout_after,
                            seconds_run_all, seconds_redraw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every control of every view: the interactive views of lalic_core.widgets (class "lalic-view",
+# controls of class "lalic-control", an Output holding a PNG and a caption line
+# "shown: <control> = <value> | ..." naming the control values the figure was drawn for).
+
+# Per view: its controls (kind and the value the front-end shows), the caption and the figure.
+_VIEWS_JS = """() => Array.from(document.querySelectorAll('.jp-Notebook .lalic-view'), view => {
+    const controls = Array.from(view.querySelectorAll('.lalic-control'), el => {
+        let kind = 'other', value = null;
+        if (el.classList.contains('widget-slider')) {
+            kind = 'slider';
+            const r = el.querySelector('.widget-readout');
+            value = r ? (r.value ? r.value : r.textContent.trim()) : null;
+        } else if (el.classList.contains('widget-dropdown')) {
+            kind = 'dropdown';
+            const s = el.querySelector('select');
+            value = s && s.selectedIndex >= 0 ? s.options[s.selectedIndex].text.trim() : null;
+        } else if (el.classList.contains('widget-toggle-buttons')) {
+            kind = 'toggle';
+            const b = el.querySelector('.widget-toggle-button.mod-active');
+            value = b ? b.textContent.trim() : null;
+        } else if (el.classList.contains('widget-checkbox')) {
+            kind = 'checkbox';
+            const i = el.querySelector('input[type=checkbox]');
+            value = i ? (i.checked ? 'true' : 'false') : null;
+        }
+        // ipywidgets writes option labels with non-breaking spaces
+        return {kind: kind, value: value === null ? null : value.replace(/\u00a0/g, ' ')};
+    });
+    const out = view.querySelector('.widget-output');
+    const img = out && out.querySelector('img');
+    const text = out ? out.innerText : '';
+    const line = text.split('\\n').find(l => l.startsWith('shown: '));
+    return {controls: controls,
+            caption: line ? line.slice(7).split(' | ').map(p => p.split(' = ').slice(1).join(' = ')) : null,
+            figure: img && img.complete && img.naturalWidth > 0 ? img.getAttribute('src') : null,
+            status: (view.querySelector('.widget-html') || {innerText: ''}).innerText.trim()};
+})"""
+
+
+@dataclass
+class ControlChange:
+    """One change of one control and what the view showed after it."""
+
+    view: int
+    control: int
+    kind: str
+    before: str | None
+    after: str | None
+    caption: list | None
+    seconds: float
+
+
+class NotebookRound:
+    """A user's round on a notebook: open it, Run > Run All Cells (no error output), then
+    change every control of every interactive view once and wait, each time, until the view's
+    figure is a new one whose caption names exactly the values the controls show.
+
+    Any departure raises ``BrowserCheckError`` (with ``failure_png``: a screenshot).
+    """
+
+    def __init__(self, page, server: JupyterLabServer, notebook: str, *,
+                 run_timeout: float = 120.0, change_timeout: float = 30.0,
+                 failure_png: Path | None = None):
+        self.round = SliderRound(page, server, notebook, run_timeout=run_timeout,
+                                 failure_png=failure_png)
+        self.page = page
+        self.notebook = notebook
+        self.change_timeout = change_timeout
+
+    def views(self) -> list[dict]:
+        return self.page.evaluate(_VIEWS_JS)
+
+    def _matches(self, view: dict) -> bool:
+        shown = [c["value"] for c in view["controls"]]
+        return bool(view["figure"]) and view["caption"] == shown
+
+    def wait_for_views(self, timeout: float = 15.0) -> list[dict]:
+        """The views once each shows a figure matching its controls ([] if there are none)."""
+        views = self.round._poll(timeout, lambda: (v := self.views()) and all(
+            self._matches(x) for x in v) and v)
+        if views:
+            return views
+        views = self.views()
+        if views:
+            bad = [i for i, v in enumerate(views) if not self._matches(v)]
+            self.round._fail(f"views {bad} show no figure matching their controls after Run "
+                             f"All: {[views[i] for i in bad]!r}"[:1500])
+        return []
+
+    def _change(self, view: int, control: int, kind: str) -> None:
+        element = self.page.locator(".jp-Notebook .lalic-view").nth(view).locator(
+            ".lalic-control").nth(control)
+        element.scroll_into_view_if_needed()
+        if kind == "slider":
+            handle = element.locator(".noUi-handle").first
+            handle.focus()
+            handle.press("ArrowRight")
+        elif kind == "dropdown":
+            select = element.locator("select")
+            count = select.locator("option").count()
+            index = select.evaluate("s => s.selectedIndex")
+            select.select_option(index=(index + 1) % count)
+        elif kind == "toggle":
+            element.locator(".widget-toggle-button:not(.mod-active)").first.click()
+        elif kind == "checkbox":
+            element.locator("input[type=checkbox]").click()
+        else:
+            self.round._fail(f"view {view}: control {control} is of an unknown kind")
+
+    def change(self, view: int, control: int) -> ControlChange:
+        """Change one control once; wait for the matching new figure."""
+        before = self.views()[view]
+        kind = before["controls"][control]["kind"]
+        old_value = before["controls"][control]["value"]
+        self._change(view, control, kind)
+        start = time.monotonic()
+
+        def redrawn():
+            now = self.views()[view]
+            moved = now["controls"][control]["value"] != old_value
+            return moved and self._matches(now) and now["figure"] != before["figure"] and now
+
+        now = self.round._poll(self.change_timeout, redrawn)
+        seconds = time.monotonic() - start
+        if not now:
+            now = self.views()[view]
+            value = now["controls"][control]["value"]
+            if value == old_value:
+                self.round._fail(f"view {view}: the {kind} (control {control}) did not move "
+                                 f"(still {old_value!r})")
+            self.round._fail(
+                f"view {view}: the {kind} (control {control}) moved {old_value!r} -> {value!r} "
+                f"but the figure was not redrawn to match within {self.change_timeout:.0f} s "
+                f"(caption {now['caption']!r}, controls "
+                f"{[c['value'] for c in now['controls']]!r}, status {now['status']!r})")
+        return ControlChange(view, control, kind, old_value, now["controls"][control]["value"],
+                             now["caption"], seconds)
+
+    def output_area(self, view: int = 0):
+        return self.page.locator(".jp-Notebook .lalic-view").nth(view)
+
+    def run(self, before_png: Path | None = None, after_png: Path | None = None
+            ) -> tuple[float, list[ControlChange]]:
+        """Open, Run All, change every control; returns (seconds of Run All, the changes)."""
+        self.round.open()
+        seconds = self.round.run_all_cells()
+        views = self.wait_for_views()
+        if views and before_png is not None:
+            self.output_area().screenshot(path=str(before_png))
+        changes = [self.change(i, j) for i, view in enumerate(views)
+                   for j in range(len(view["controls"]))]
+        if views and after_png is not None:
+            self.page.wait_for_timeout(300)
+            self.output_area().screenshot(path=str(after_png))
+        return seconds, changes

@@ -77,13 +77,18 @@ def test_plots_draw():
 
 
 def test_explorer_redraws_on_slider_change():
-    ui = weights_explorer(H=4, W=4)
-    sliders = [c for c in ui.children if hasattr(c, "value") and c.description]
-    assert [s.description for s in sliders] == ["decay w", "boost u"]
+    ui = weights_explorer(H=4, W=4, schedule="now")
+    assert list(ui.controls) == ["decay w", "boost u"]
+    w, u = ui.controls.values()
+    assert ui.redraws == 1 and ui.shown == {"decay w": "0.050", "boost u": "1.00"}
     before = plt.get_fignums()
-    sliders[0].value = 0.2
-    assert len(plt.get_fignums()) > len(before)  # a new figure was drawn
-    plt.close("all")
+    w.value = 0.2
+    u.value = 2.0
+    assert ui.redraws == 3 and ui.error is None
+    assert ui.shown == {"decay w": "0.200", "boost u": "2.00"}
+    assert "shown: decay w = 0.200 | boost u = 2.00" in ui.out.outputs[1]["text"]
+    assert "image/png" in ui.out.outputs[0]["data"]
+    assert plt.get_fignums() == before  # figures outside pyplot: nothing shown twice
 
 
 def test_compare_backends_torch():
@@ -96,6 +101,31 @@ def test_compare_backends_torch():
 
 @pytest.mark.skipif(not triton_available(), reason="triton is not installed")
 def test_compare_backends_triton_interpreted():
-    rows = compare_backends(backends=("triton",), shape=(1, 7, 3), dtypes=("float64",))
+    rows = compare_backends(backends=("triton",), shape=(1, 7, 3), dtypes=("float64",),
+                            use_cache=False)
     assert rows[0]["backend"] == "triton" and rows[0]["max_abs"] < 1e-10
     assert "interpreter" in rows[0]["device"] or torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not triton_available() or torch.cuda.is_available(),
+                    reason="needs triton on a machine without CUDA (the interpreter path)")
+def test_triton_interpreter_result_is_cached(tmp_path, monkeypatch):
+    from lalic_core.analysis import biwkv_explain
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(biwkv_explain, "_INTERPRETED", {})
+    calls = []
+    real = biwkv_explain._errors_interpreted
+
+    def counting(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(biwkv_explain, "_errors_interpreted", counting)
+    first = compare_backends(backends=("triton",), shape=(1, 5, 2), dtypes=("float64",))
+    again = compare_backends(backends=("triton",), shape=(1, 5, 2), dtypes=("float64",))
+    assert len(calls) == 1 and again == first  # the re-run started no process
+    monkeypatch.setattr(biwkv_explain, "_INTERPRETED", {})  # a new kernel: the file answers
+    from_disk = compare_backends(backends=("triton",), shape=(1, 5, 2), dtypes=("float64",))
+    assert len(calls) == 1 and from_disk[0]["device"].endswith(", cached")
+    assert from_disk[0]["max_abs"] == first[0]["max_abs"]

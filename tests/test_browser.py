@@ -1,32 +1,30 @@
 """The notebooks as users meet them: JupyterLab in headless Chromium, driven by Playwright.
 
-For each target notebook the test starts from a fresh JupyterLab workspace and does what a user
-does: open the notebook, Run > Run All Cells, wait for the slider and its figure, press
-ArrowRight on the slider handle, and check that the figure was redrawn (the ``src`` of its
-``<img>`` changed). Screenshots of the widget's output area before and after the move are saved
-as ``figures/browser/<name>_before.png`` and ``<name>_after.png`` (``$LALIC_BROWSER_ARTIFACTS``
-overrides the folder). Two negative controls check that the harness fails on real breakage
-(a slider whose callback is not connected; the ipywidgets front-end missing).
+For each of the seven notebooks the test starts from a fresh JupyterLab workspace and does what
+a user does: open the notebook, Run > Run All Cells (no cell may end in an error output), then,
+in every interactive view of :mod:`lalic_core.widgets` on the page, change every control once
+(ArrowRight on a slider handle, the next option of a dropdown, another toggle button, a click
+on a checkbox) and wait until the view shows a *new* figure whose caption ("shown: control =
+value | ...") names exactly the values the controls show. The time of each change until its
+figure is printed. Screenshots of the first view before and after the changes are saved as
+``figures/browser/<name>_before.png`` and ``<name>_after.png`` (``$LALIC_BROWSER_ARTIFACTS``
+overrides the folder). Negative controls check that the harness fails on real breakage: a
+view whose controls are not connected, a slider whose callback is not connected (the smoke
+notebook), the ipywidgets front-end missing.
 
 Needs Debian's Chromium (``/usr/bin/chromium`` or ``$LALIC_CHROMIUM``; launched by path, never
 ``playwright install``) and the ``playwright`` package; skips with the reason otherwise.
 ``bash scripts/ci_browser_setup.sh`` installs both. Run only these tests: ``make test-browser``.
 
-Contract for a notebook listed in ``TARGETS`` (notebooks/04_erf_explorer.ipynb,
-notebooks/06_scctx_stepper.ipynb):
+Contract for a notebook in ``TARGETS``:
 
 1. Notebook metadata has ``"kernelspec": {"name": "python3", ...}`` (no "Select Kernel" dialog).
 2. Run All Cells finishes without an error output within the target's ``run_timeout`` on 2 CPU
    cores (small models, packaged demo images, zoo weights).
-3. The primary control is the *first* slider of the notebook (``widgets.IntSlider``; ArrowRight
-   adds one ``step``, so its initial value must be below ``max``).
-4. Changing it redraws a matplotlib figure with the inline backend (``display(fig)`` or
-   ``plt.show()``) inside an ``ipywidgets.Output``, e.g. ``widgets.VBox([slider, out])`` or
-   ``widgets.interactive(f, k=slider)``. The figure is the first ``<img>`` inside an Output that
-   follows the slider in the page; the slider and that Output are shown in one cell output
-   (the screenshot is of that output area). Not ``%matplotlib widget`` (ipympl draws a canvas).
-5. The redraw finishes within ``redraw_timeout``; the new figure differs from the old one.
-6. The notebook runs from a copy in a temporary folder: no paths relative to notebooks/ (reach
+3. Its interactive views are :class:`lalic_core.widgets.FigureView` objects (they carry the
+   classes and the caption the test reads); ``views`` says how many the page shows.
+4. Each control change shows its new, matching figure within ``change_timeout``.
+5. The notebook runs from a copy in a temporary folder: no paths relative to notebooks/ (reach
    repository files through ``lalic_core``).
 """
 from __future__ import annotations
@@ -40,9 +38,11 @@ from pathlib import Path
 
 import pytest
 from browser_harness import (
+    _KERNEL_PREFIX_JS,
     CHROMIUM_ARGS,
     BrowserCheckError,
     JupyterLabServer,
+    NotebookRound,
     SliderRound,
     chromium_path,
 )
@@ -54,18 +54,33 @@ WIDGETS_FRONTEND = "@jupyter-widgets/jupyterlab-manager"
 
 @dataclass(frozen=True)
 class Target:
-    """A notebook checked in the browser, and how long it may take on 2 CPU cores."""
+    """A notebook checked in the browser, and how long it may take on 2 busy CPU cores."""
 
     name: str  # screenshot stem under figures/browser/
     notebook: Path
-    run_timeout: float = 60.0  # Run All Cells, seconds
-    redraw_timeout: float = 30.0  # one slider step until the new figure shows, seconds
+    views: int = 0  # interactive views the page shows after Run All
+    run_timeout: float = 180.0  # Run All Cells, seconds
+    change_timeout: float = 30.0  # one control change until its figure shows, seconds
 
 
+NOTEBOOKS = REPO_ROOT / "notebooks"
 TARGETS = [
-    Target("smoke", SMOKE_NOTEBOOK, run_timeout=30.0, redraw_timeout=15.0),
-    Target("erf_explorer", REPO_ROOT / "notebooks" / "04_erf_explorer.ipynb"),
-    Target("scctx_stepper", REPO_ROOT / "notebooks" / "06_scctx_stepper.ipynb"),
+    Target("biwkv", NOTEBOOKS / "01_biwkv.ipynb", views=1),
+    Target("birwkv_block", NOTEBOOKS / "02_birwkv_block.ipynb"),
+    Target("train_small_model", NOTEBOOKS / "03_train_small_model.ipynb", run_timeout=300.0),
+    Target("erf_explorer", NOTEBOOKS / "04_erf_explorer.ipynb", views=1),
+    Target("latent_correlation", NOTEBOOKS / "05_latent_correlation.ipynb", views=1),
+    Target("scctx_stepper", NOTEBOOKS / "06_scctx_stepper.ipynb", views=1),
+    Target("paper_figures_and_tables", NOTEBOOKS / "07_paper_figures_and_tables.ipynb"),
+]
+
+#: A notebook with one interactive view whose controls are not connected (``connect=False``):
+#: the negative control of the control check.
+DISCONNECTED_VIEW = [
+    "import ipywidgets\nfrom matplotlib.figure import Figure\n\nfrom lalic_core import widgets",
+    ("def draw(n):\n    fig = Figure(figsize=(3, 2))\n    fig.subplots().plot([0, n])\n"
+    "    return fig\n\n\nwidgets.FunctionView(draw, {'n': ipywidgets.IntSlider(value=1, "
+    "description='n')}, connect=False)"),
 ]
 
 
@@ -141,10 +156,9 @@ def lab(browser, tmp_path_factory):
     base = tmp_path_factory.mktemp("browser")
     root = base / "root"
     root.mkdir()
-    for target in TARGETS:
-        if target.notebook.exists():
-            _write_without_outputs(json.loads(target.notebook.read_text()),
-                                   root / target.notebook.name)
+    for path in [SMOKE_NOTEBOOK, *(t.notebook for t in TARGETS)]:
+        if path.exists():
+            _write_without_outputs(json.loads(path.read_text()), root / path.name)
     server = JupyterLabServer(root, base / "state")
     try:
         yield server.start()
@@ -179,25 +193,47 @@ def _smoke_variant(lab: JupyterLabServer, name: str, replace: str, by: str) -> s
 
 @pytest.mark.browser
 @pytest.mark.parametrize("target", [_target_param(t) for t in TARGETS])
-def test_slider_redraws_figure_in_browser(target, lab, page, tmp_path):
+def test_every_control_redraws_its_figure_in_browser(target, lab, page, tmp_path):
     artifacts = _artifacts_dir()
     start = time.monotonic()
-    result = SliderRound(page, lab, target.notebook.name, run_timeout=target.run_timeout,
-                         redraw_timeout=target.redraw_timeout,
-                         failure_png=tmp_path / "page_at_failure.png").run(
-        before_png=artifacts / f"{target.name}_before.png",
-        after_png=artifacts / f"{target.name}_after.png",
-    )
-    print(f"{target.name}: run all {result.seconds_run_all:.1f} s, redraw "
-          f"{result.seconds_redraw:.1f} s, slider {result.readout_before} -> "
-          f"{result.readout_after}, round {time.monotonic() - start:.1f} s")
-    assert Path(result.kernel_prefix) == Path(sys.prefix), "the kernel runs another Python"
-    assert result.figure_before.startswith("data:image/")
-    assert result.figure_after.startswith("data:image/")
+    check = NotebookRound(page, lab, target.notebook.name, run_timeout=target.run_timeout,
+                          change_timeout=target.change_timeout,
+                          failure_png=tmp_path / "page_at_failure.png")
+    shots = {stage: artifacts / f"{target.name}_{stage}.png" if target.views else None
+             for stage in ("before", "after")}
+    seconds_run_all, changes = check.run(before_png=shots["before"], after_png=shots["after"])
+    kernel_prefix = page.evaluate(_KERNEL_PREFIX_JS)
+    print(f"{target.name}: run all {seconds_run_all:.1f} s, {len(changes)} control changes "
+          f"(" + ", ".join(f"{c.kind} {c.before} -> {c.after}: {c.seconds:.1f} s"
+                           for c in changes) + f"), round {time.monotonic() - start:.1f} s")
+    assert Path(kernel_prefix) == Path(sys.prefix), "the kernel runs another Python"
+    assert len(check.views()) == target.views, (
+        f"{target.notebook.name}: {len(check.views())} interactive views, expected "
+        f"{target.views}")
+    assert changes or not target.views
+    for change in changes:
+        assert change.after != change.before and change.caption[change.control] == change.after
+
+
+@pytest.mark.browser
+def test_smoke_slider_redraws_figure_in_browser(lab, page, tmp_path):
+    result = SliderRound(page, lab, SMOKE_NOTEBOOK.name, run_timeout=30.0, redraw_timeout=15.0,
+                         failure_png=tmp_path / "page_at_failure.png").run()
     assert result.figure_after != result.figure_before
-    for stage in ("before", "after"):
-        png = artifacts / f"{target.name}_{stage}.png"
-        assert png.stat().st_size > 1000, f"{png} looks empty"
+
+
+@pytest.mark.browser
+def test_harness_fails_when_view_controls_are_not_connected(lab, page):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in DISCONNECTED_VIEW]
+    nbformat.write(nb, lab.root_dir / "disconnected_view.ipynb")
+    with pytest.raises(BrowserCheckError, match="the figure was not redrawn to match"):
+        NotebookRound(page, lab, "disconnected_view.ipynb", run_timeout=60.0,
+                      change_timeout=4.0).run()
 
 
 @pytest.mark.browser

@@ -80,6 +80,176 @@ def test_figure_png_is_png():
 
 
 # --------------------------------------------------------------------------------------------
+# The one way to draw: coalescing, stale results, captions, asking before long settings
+# --------------------------------------------------------------------------------------------
+class _ManualLoop:
+    """A scheduler for views that runs the scheduled callbacks only when told (as a kernel's
+    event loop would, once the current message is handled)."""
+
+    def __init__(self):
+        self.pending = []
+
+    def __call__(self, delay, callback):
+        assert delay >= 0
+        self.pending.append(callback)
+
+    def run(self):
+        while self.pending:
+            self.pending.pop(0)()
+
+
+def _line(value: float):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2, 1.5))
+    fig.subplots().plot([0, 1], [0, value])
+    return fig
+
+
+def _slider_view(**options):
+    slider = ipywidgets.IntSlider(value=1, min=0, max=9, description="n")
+    drawn = []
+
+    def draw(n):
+        drawn.append(n)
+        return _line(n)
+
+    view = widgets.FunctionView(draw, {"n": slider}, **options)
+    return view, slider, drawn
+
+
+def test_view_coalesces_a_burst_of_changes_into_one_draw():
+    loop = _ManualLoop()
+    view, slider, drawn = _slider_view(schedule=loop)
+    assert drawn == [1] and view.redraws == 1  # the first figure is drawn at once
+    for n in (2, 3, 4, 5):
+        slider.value = n
+    assert len(loop.pending) == 1  # one draw scheduled for the whole burst
+    assert "computing ..." in view.status.value  # said before any work
+    assert view.progress_bar.layout.visibility == "visible"
+    loop.run()
+    assert drawn == [1, 5] and view.redraws == 2
+    assert view.shown == {"n": "5"} and view.status.value == ""
+    assert view.out.outputs[1]["text"] == "shown: n = 5\n"
+    assert view.progress_bar.layout.visibility == "hidden"
+
+
+def test_view_drops_a_result_made_stale_during_its_draw():
+    """A change that arrives while a draw runs: that draw's figure is dropped, the newest
+    values are drawn, and nothing is shown out of order."""
+    loop = _ManualLoop()
+    slider = ipywidgets.IntSlider(value=1, min=0, max=9, description="n")
+    shown_in_order, drawn = [], []
+
+    def draw(n):
+        drawn.append(n)
+        if n == 2:
+            slider.value = 7  # e.g. a message handled while the kernel computed
+        return _line(n)
+
+    view = widgets.FunctionView(draw, {"n": slider}, schedule=loop)
+    view.out.observe(lambda change: shown_in_order.append(change["new"][1]["text"]),
+                     names="outputs")
+    slider.value = 2
+    loop.run()
+    assert drawn == [1, 2, 7] and view.dropped == 1 and view.redraws == 2
+    assert view.shown == {"n": "7"} and shown_in_order == ["shown: n = 7\n"]
+    assert not loop.pending
+
+
+def test_view_figure_always_matches_the_controls_after_random_changes():
+    import random
+
+    loop = _ManualLoop()
+    view, slider, _ = _slider_view(schedule=loop)
+    rng = random.Random(0)
+    for _ in range(30):
+        for _ in range(rng.randint(1, 4)):
+            slider.value = rng.randint(0, 9)
+        if rng.random() < 0.6:
+            loop.run()
+            assert view.shown == view.values()
+    loop.run()
+    assert view.shown == view.values() == {"n": str(slider.value)}
+
+
+def test_disconnected_view_does_not_follow_its_controls():
+    """The negative control of the browser test: a view whose controls are not connected."""
+    view, slider, drawn = _slider_view(connect=False)
+    slider.value = 4
+    assert drawn == [1] and view.shown == {"n": "1"} != view.values()
+
+
+def test_view_shows_png_and_caption_and_offers_png_to_static_viewers():
+    view, _, _ = _slider_view()
+    image, caption = view.out.outputs
+    assert image["output_type"] == "display_data"
+    assert base64_png(image["data"]["image/png"]).startswith(PNG_SIGNATURE)
+    assert caption == {"output_type": "stream", "name": "stdout", "text": "shown: n = 1\n"}
+    bundle = view._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert bundle["image/png"] == image["data"]["image/png"]
+    assert {"lalic-view"} <= set(view._dom_classes)
+
+
+def base64_png(data: str) -> bytes:
+    import base64
+
+    return base64.b64decode(data)
+
+
+def test_control_labels_are_what_the_front_end_shows():
+    assert widgets.control_label(ipywidgets.FloatSlider(value=0.3, readout_format=".2f")) == "0.30"
+    assert widgets.control_label(ipywidgets.IntSlider(value=3)) == "3"
+    assert widgets.control_label(ipywidgets.Dropdown(options=[("a b", 1), ("c", 2)],
+                                                     value=2)) == "c"
+    assert widgets.control_label(ipywidgets.ToggleButtons(options=["x", "y"])) == "x"
+    assert widgets.control_label(ipywidgets.Checkbox(value=False)) == "false"
+
+
+def test_function_view_needs_controls():
+    with pytest.raises(ValueError, match="at least one control"):
+        widgets.FunctionView(_line, {})
+
+
+def test_long_setting_waits_for_the_run_button():
+    view = _erf_view(confirm_above_s=0.0)  # every uncached setting counts as long
+    assert view.redraws == 0 and view.figure is None
+    assert "press <b>run</b>" in view.status.value
+    assert view.run_button.layout.display == ""
+    assert view.out.outputs[0]["text"].startswith("not computed yet")
+    view.run_button.click()
+    assert view.redraws == 1 and view.error is None and view.shown == view.values()
+    assert view.run_button.layout.display == "none"
+    view.scale.value = "linear"  # cached measurement: no question asked
+    assert view.redraws == 2
+    view.depth.value = 2  # a new measurement: asks again
+    assert view.redraws == 2 and view.shown is None
+
+
+def test_erf_estimates_grow_with_the_work_and_vanish_when_cached():
+    lab = explore.ERFLab(dim=32, n_images=4)
+    small = lab.estimate_s("birwkv", 1, 64)
+    assert 0 < small < lab.estimate_s("birwkv", 2, 64) < lab.estimate_s("birwkv", 2, 128)
+    assert lab.estimate_s("global", 3, 128) > widgets.CONFIRM_ABOVE_S  # asks before running
+    assert lab.estimate_s("global", 1, 64) < widgets.CONFIRM_ABOVE_S  # the defaults. neighbours do not
+    small_lab = explore.ERFLab(dim=8, n_images=1)
+    small_lab.erf("cnn", 1, 16)
+    assert small_lab.estimate_s("cnn", 1, 16) == 0.0
+
+
+def test_measure_controls_times_a_first_visit_of_every_control():
+    view = _erf_view()
+    rows = widgets.measure_controls([view], repeats=2)
+    assert [r["control"] for r in rows] == ["depth", "block", "input", "weights", "colours"]
+    assert rows[0]["change"] == "1 -> 2" and rows[2]["change"] == "16 x 16 -> 24 x 24"
+    assert all(len(r["seconds"]) == 2 and r["median"] > 0 for r in rows)
+    assert view.values() == view.shown == {"depth": "1", "block": "CNN", "input": "16 x 16",
+                                           "weights": "random blocks", "colours": "log"}
+    assert view._schedule == "auto" and view in widgets.live_views()
+
+
+# --------------------------------------------------------------------------------------------
 # ERF explorer
 # --------------------------------------------------------------------------------------------
 def _erf_view(**kwargs):

@@ -138,22 +138,27 @@ def plot_weight_profile(w: float, u: float, H: int = 16, W: int = 16, fig=None):
     return fig
 
 
-def weights_explorer(H: int = 16, W: int = 16, w: float = 0.05, u: float = 1.0):
+def weights_explorer(H: int = 16, W: int = 16, w: float = 0.05, u: float = 1.0, **options):
     """Sliders for the decay ``w`` and the boost ``u`` that redraw
-    :func:`plot_weight_profile` (an ``ipywidgets.interactive``; display it in a notebook)."""
+    :func:`plot_weight_profile` (a :class:`lalic_core.widgets.FunctionView`: the figure is
+    replaced in the view's Output on every change; display it in a notebook). ``options``:
+    :class:`~lalic_core.widgets.FigureView` options (``schedule``, ``connect``)."""
     import ipywidgets as widgets
 
-    def draw(w: float, u: float) -> None:
-        # ipywidgets shows (and closes) the new pyplot figure under the inline backend
-        plot_weight_profile(w, u, H, W)
+    from lalic_core.widgets import FunctionView
 
-    return widgets.interactive(
-        draw,
-        w=widgets.FloatSlider(value=w, min=-0.05, max=0.5, step=0.005, readout_format=".3f",
-                              description="decay w", continuous_update=False),
-        u=widgets.FloatSlider(value=u, min=-4.0, max=6.0, step=0.25,
-                              description="boost u", continuous_update=False),
-    )
+    def draw(w: float, u: float):
+        from matplotlib.figure import Figure
+
+        return plot_weight_profile(w, u, H, W, fig=Figure(figsize=(9.5, 3.4)))
+
+    controls = {
+        "w": widgets.FloatSlider(value=w, min=-0.05, max=0.5, step=0.005, readout_format=".3f",
+                                 description="decay w", continuous_update=False),
+        "u": widgets.FloatSlider(value=u, min=-4.0, max=6.0, step=0.25, readout_format=".2f",
+                                 description="boost u", continuous_update=False),
+    }
+    return FunctionView(draw, controls, **options)
 
 
 # ----------------------------------------------------------------------------------------
@@ -206,15 +211,67 @@ def _errors_interpreted(backends, shape, dtypes, seed, timeout: float) -> list[d
     return json.loads(line[4:])
 
 
+#: Results of the Triton interpreter runs of this process, by (shape, dtypes, seed): running
+#: the comparison again (a notebook cell re-run) starts no new process.
+_INTERPRETED: dict = {}
+
+
+def _interpreter_cache_path(shape, dtypes, seed):
+    """A file in the user's cache folder for one interpreter result, keyed by the inputs, the
+    Triton version and the kernel source (a change of either measures again)."""
+    import hashlib
+    from pathlib import Path
+
+    import triton
+
+    from lalic_core.ops.biwkv import triton_kernel
+
+    source = Path(triton_kernel.__file__).read_bytes()
+    key = hashlib.sha256(json.dumps([list(shape), list(dtypes), seed, triton.__version__,
+                                     hashlib.sha256(source).hexdigest()]).encode()).hexdigest()
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "lalic-workbench" / f"triton-interpreter-{key[:16]}.json"
+
+
+def _errors_interpreted_cached(shape, dtypes, seed, timeout: float, use_cache: bool
+                               ) -> list[dict]:
+    key = (tuple(shape), tuple(dtypes), seed)
+    if use_cache and key in _INTERPRETED:
+        return [dict(r) for r in _INTERPRETED[key]]
+    path = None
+    if use_cache:
+        try:
+            path = _interpreter_cache_path(shape, dtypes, seed)
+            rows = json.loads(path.read_text())
+        except (OSError, ValueError, ImportError):
+            rows = None
+        if rows:
+            _INTERPRETED[key] = rows
+            return [dict(r, device=r["device"] + ", cached") for r in rows]
+    rows = _errors_interpreted(["triton"], shape, dtypes, seed, timeout)
+    _INTERPRETED[key] = rows
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(rows))
+        except OSError:
+            pass  # a read-only home: the in-process result still spares re-runs
+    return rows
+
+
 def compare_backends(backends=("cpu", "triton"), shape=(2, 64, 16),
-                     dtypes=("float64", "float32"), seed: int = 0, timeout: float = 300.0
-                     ) -> list[dict]:
+                     dtypes=("float64", "float32"), seed: int = 0, timeout: float = 300.0,
+                     use_cache: bool = True) -> list[dict]:
     """Max absolute and relative error of each backend against the float64 reference on
     random inputs of ``shape`` = (B, T, C), per input dtype.
 
     Relative error: ``|y - y_ref| / max(|y_ref|, 1e-3)``. Triton runs on CUDA when available,
-    else on the CPU interpreter in a subprocess (small shapes only: it is slow); when Triton
-    is not installed its row says so (``"skipped"``).
+    else on the CPU interpreter in a separate Python process (small shapes only: it is slow,
+    ~5 s with the process start). That result is deterministic, so it is kept (in this
+    process and in ``~/.cache/lalic-workbench``, keyed by the inputs, Triton's version and
+    the kernel source) and a re-run starts no process; its device then says "cached"
+    (``use_cache=False`` measures again). When Triton is not installed its row says so
+    (``"skipped"``).
     """
     backends, shape, dtypes = list(backends), tuple(int(s) for s in shape), list(dtypes)
     rows = _errors_here([b for b in backends if b != "triton"], shape, dtypes, seed)
@@ -224,7 +281,7 @@ def compare_backends(backends=("cpu", "triton"), shape=(2, 64, 16),
         elif torch.cuda.is_available():
             rows += _errors_here(["triton"], shape, dtypes, seed)  # pragma: no cover (GPU)
         else:
-            rows += _errors_interpreted(["triton"], shape, dtypes, seed, timeout)
+            rows += _errors_interpreted_cached(shape, dtypes, seed, timeout, use_cache)
     return rows
 
 
