@@ -578,3 +578,24 @@ def measure_controls(views: Sequence[FigureView] | None = None, repeats: int = 3
         finally:
             view._schedule = saved
     return rows
+
+
+def weights_explorer(H: int = 16, W: int = 16, w: float = 0.05, u: float = 1.0, **options):
+    """Sliders for the decay ``w`` and the boost ``u`` that redraw
+    :func:`plot_weight_profile` (a :class:`FunctionView`: the figure is
+    replaced in the view's Output on every change; display it in a notebook). ``options``:
+    :class:`FigureView` options (``schedule``, ``connect``)."""
+    from lalic_core.analysis.biwkv_explain import plot_weight_profile
+
+    def draw(w: float, u: float):
+        from matplotlib.figure import Figure
+
+        return plot_weight_profile(w, u, H, W, fig=Figure(figsize=(9.5, 3.4)))
+
+    controls = {
+        "w": widgets.FloatSlider(value=w, min=-0.05, max=0.5, step=0.005, readout_format=".3f",
+                                 description="decay w", continuous_update=False),
+        "u": widgets.FloatSlider(value=u, min=-4.0, max=6.0, step=0.25, readout_format=".2f",
+                                 description="boost u", continuous_update=False),
+    }
+    return FunctionView(draw, controls, **options)

@@ -15,7 +15,6 @@ from lalic_core.analysis.biwkv_explain import (
     format_errors,
     plot_weight_matrices,
     plot_weight_profile,
-    weights_explorer,
 )
 from lalic_core.ops.biwkv import biwkv, triton_available
 
@@ -77,6 +76,8 @@ def test_plots_draw():
 
 
 def test_explorer_redraws_on_slider_change():
+    from lalic_core.widgets import weights_explorer
+
     ui = weights_explorer(H=4, W=4, schedule="now")
     assert list(ui.controls) == ["decay w", "boost u"]
     w, u = ui.controls.values()

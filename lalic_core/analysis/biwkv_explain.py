@@ -8,7 +8,7 @@ BiWKV never builds a T x T attention matrix (that is the point of its O(T) kerne
                                k[b, t, c] + u[c]                    (i == t) )
 
 :func:`attention_weights` returns A (tests check ``y == A @ v`` against the backends);
-:func:`plot_weight_matrices` and :func:`weights_explorer` draw it for chosen decays ``w`` and
+:func:`plot_weight_matrices` and :func:`lalic_core.widgets.weights_explorer` draw it for chosen decays ``w`` and
 boosts ``u``; :func:`compare_backends` measures how far the fast backends are from the float64
 reference (the Triton kernels on the CPU run in a subprocess under ``TRITON_INTERPRET=1``,
 which Triton reads when it is first imported).
@@ -32,7 +32,6 @@ __all__ = [
     "format_errors",
     "plot_weight_matrices",
     "plot_weight_profile",
-    "weights_explorer",
 ]
 
 
@@ -136,29 +135,6 @@ def plot_weight_profile(w: float, u: float, H: int = 16, W: int = 16, fig=None):
     fig.colorbar(im, ax=ax2, fraction=0.046, pad=0.04)
     fig.tight_layout()
     return fig
-
-
-def weights_explorer(H: int = 16, W: int = 16, w: float = 0.05, u: float = 1.0, **options):
-    """Sliders for the decay ``w`` and the boost ``u`` that redraw
-    :func:`plot_weight_profile` (a :class:`lalic_core.widgets.FunctionView`: the figure is
-    replaced in the view's Output on every change; display it in a notebook). ``options``:
-    :class:`~lalic_core.widgets.FigureView` options (``schedule``, ``connect``)."""
-    import ipywidgets as widgets
-
-    from lalic_core.widgets import FunctionView
-
-    def draw(w: float, u: float):
-        from matplotlib.figure import Figure
-
-        return plot_weight_profile(w, u, H, W, fig=Figure(figsize=(9.5, 3.4)))
-
-    controls = {
-        "w": widgets.FloatSlider(value=w, min=-0.05, max=0.5, step=0.005, readout_format=".3f",
-                                 description="decay w", continuous_update=False),
-        "u": widgets.FloatSlider(value=u, min=-4.0, max=6.0, step=0.25, readout_format=".2f",
-                                 description="boost u", continuous_update=False),
-    }
-    return FunctionView(draw, controls, **options)
 
 
 # ----------------------------------------------------------------------------------------

@@ -18,6 +18,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from lalic_core.coder_tables import TABLE_NAMES
+
+#: Buffers computed from the weights (coder tables and the scale table), not digested.
+DERIVED_TABLES = (*TABLE_NAMES, "scale_table")
+
 __all__ = ["LOG_FIELDS", "Distributed", "Log", "StopRequest", "bare_model", "git_commit",
            "ignore_sigint", "package_version", "parameter_digest"]
 
@@ -31,9 +36,13 @@ def bare_model(model: nn.Module) -> nn.Module:
 
 
 def parameter_digest(model: nn.Module) -> str:
-    """SHA-256 over all parameters and buffers (name order): equal iff the replicas are."""
+    """SHA-256 over all parameters and buffers (name order) but the entropy coders' tables,
+    which are derived from the weights (checkpoints store them, training replicas need none):
+    equal iff the replicas are."""
     h = hashlib.sha256()
     for name, t in sorted(bare_model(model).state_dict().items()):
+        if name.rsplit(".", 1)[-1] in DERIVED_TABLES:
+            continue
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
                  if t.numel() else b"")
