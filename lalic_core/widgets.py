@@ -581,10 +581,8 @@ def measure_controls(views: Sequence[FigureView] | None = None, repeats: int = 3
 
 
 def weights_explorer(H: int = 16, W: int = 16, w: float = 0.05, u: float = 1.0, **options):
-    """Sliders for the decay ``w`` and the boost ``u`` that redraw
-    :func:`plot_weight_profile` (a :class:`FunctionView`: the figure is
-    replaced in the view's Output on every change; display it in a notebook). ``options``:
-    :class:`FigureView` options (``schedule``, ``connect``)."""
+    """Sliders for the decay ``w`` and the boost ``u`` redrawing BiWKV's weight profile (a
+    :class:`FunctionView`); ``options``: :class:`FigureView` options (``schedule``, ``connect``)."""
     from lalic_core.analysis.biwkv_explain import plot_weight_profile
 
     def draw(w: float, u: float):

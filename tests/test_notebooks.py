@@ -19,11 +19,10 @@ import shutil
 import time
 from pathlib import Path
 
+import ipykernel  # noqa: F401  (dev dependencies: a missing one is a failure, not a skip)
+import nbclient
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
