@@ -59,11 +59,14 @@ def _cast(value, dtype: torch.dtype):
 
 @contextmanager
 def _float64(model: nn.Module) -> Iterator[None]:
-    """The entropy-parameter networks in float64 (inputs cast up, outputs back to float32)."""
+    """The entropy-parameter networks in float64 (inputs cast up, outputs back to the dtype
+    the module had: float32, or float64 for a model that is float64 already)."""
     modules = entropy_parameter_modules(model)
     saved = []
     handles = []
     for _, module in modules:
+        dtype = next((t.dtype for t in module.parameters() if t.is_floating_point()),
+                     torch.float32)
         for tensor in [*module.parameters(), *module.buffers()]:
             if tensor.is_floating_point():
                 saved.append((tensor, tensor.data))
@@ -71,7 +74,7 @@ def _float64(model: nn.Module) -> Iterator[None]:
         handles.append(module.register_forward_pre_hook(
             lambda _m, args: _cast(args, torch.float64)))
         handles.append(module.register_forward_hook(
-            lambda _m, _args, out: _cast(out, torch.float32)))
+            lambda _m, _args, out, dtype=dtype: _cast(out, dtype)))
     try:
         yield
     finally:
