@@ -48,7 +48,7 @@ def main(argv=None) -> int:
             print(f"eval {name}:{quality} -> {out.relative_to(ROOT)}", flush=True)
             subprocess.run([sys.executable, "-m", "lalic_core.cli", "eval", str(kodak),
                             "--model", f"{name}:{quality}", "--threads", str(args.threads),
-                            "--quiet", "--output", str(out)], check=True, cwd=ROOT)
+                            "--quiet", "--force", "--output", str(out)], check=True, cwd=ROOT)
             report = json.loads(out.read_text())
             report["weights_sha256"] = sha  # which weights these numbers belong to
             out.write_text(json.dumps(report, indent=2) + "\n")
